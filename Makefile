@@ -1,0 +1,51 @@
+# hamcast — the two commands a newcomer needs: `make demo` and `make test`.
+# Each sets up everything it needs first (a .venv with the project and its
+# tools), so both work on a fresh machine.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+# As root, the test suite runs inside a fresh network namespace so that no
+# test can send anything out of this machine's real interfaces.
+IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo yes)
+ifeq ($(IS_ROOT),yes)
+NETNS := unshare --net -- sh -c 'ip link set lo up && exec "$$0" "$$@"'
+else
+NETNS :=
+endif
+
+.PHONY: setup test lint typecheck pytest demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: setup
+	$(VENV)/bin/mypy src
+
+pytest: setup
+ifneq ($(IS_ROOT),yes)
+	@echo "*** NOT ROOT: tests that need root or network namespaces will be SKIPPED ***"
+endif
+	$(NETNS) $(PY) -m pytest
+
+test: lint typecheck pytest
+
+demo: setup
+	$(PY) -m hamcast.demo
+
+bench: setup
+	$(PY) bench/daemon_throughput.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
