@@ -1,0 +1,163 @@
+"""What both client flavours share: decoding the daemon's frames into per-socket queues.
+
+:class:`Demux` is sans-I/O. The blocking and the asyncio client feed it the
+bytes they read and then look into its queues; only how they wait differs.
+Every queue is bounded: a socket whose application does not receive loses
+the newest messages beyond ``max_queue`` and counts them in ``dropped``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from hamcast.errors import DaemonUnavailableError, HamcastError, MessageTooLongError
+from hamcast.events import EventKind, MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.ipc.connection import ClientConnection
+from hamcast.ipc.events import (
+    DataReceived,
+    EventReceived,
+    NameDefined,
+    ResponseReceived,
+    SendFailed,
+    WelcomeReceived,
+)
+from hamcast.ipc.ops import Op
+from hamcast.model import GroupRole, GroupSetEntry, Interface, Message
+from hamcast.uri import URI
+
+__all__ = ["DEFAULT_MAX_QUEUE", "Demux", "SocketQueues", "decode_result"]
+
+#: Messages one socket holds in the client before it drops the newest.
+DEFAULT_MAX_QUEUE = 65536
+
+
+class SocketQueues:
+    """What has arrived for one multicast socket and not been taken yet."""
+
+    __slots__ = ("dropped", "events", "failures", "max_queue", "messages", "send_ids")
+
+    def __init__(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self.messages: deque[Message] = deque()
+        self.events: deque[MembershipEvent] = deque()
+        self.failures: deque[HamcastError] = deque(maxlen=64)
+        self.dropped = 0
+        #: group -> (name id, max message size), from PREPARE_SEND.
+        self.send_ids: dict[URI, tuple[int, int]] = {}
+
+
+class Demux:
+    """Client-side protocol state: one per connection to a daemon."""
+
+    def __init__(self, max_queue: int = DEFAULT_MAX_QUEUE) -> None:
+        self.conn = ClientConnection()
+        self.max_queue = max_queue
+        self.welcome: WelcomeReceived | None = None
+        self.responses: dict[int, ResponseReceived] = {}
+        self.sockets: dict[int, SocketQueues] = {}
+        self._names: dict[int, str] = {}
+        self._groups: dict[int, URI] = {}
+        self.error: HamcastError | None = None
+
+    def hello(self, name: str = "") -> list[bytes | memoryview]:
+        self.conn.send_hello(os.getpid(), name or os.path.basename(sys.argv[0] or "python"))
+        return self.conn.data_to_send()
+
+    def request(self, op: Op, args: Sequence[Any]) -> tuple[int, list[bytes | memoryview]]:
+        request_id = self.conn.send_request(op, args)
+        return request_id, self.conn.data_to_send()
+
+    def add_socket(self, sock_id: int) -> SocketQueues:
+        queues = self.sockets[sock_id] = SocketQueues(self.max_queue)
+        return queues
+
+    def lost(self, reason: str) -> None:
+        """The stream ended or broke; every waiter should see ``self.error``."""
+        if self.error is None:
+            self.error = DaemonUnavailableError(reason)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Decode bytes read from the daemon; malformed input marks the connection broken."""
+        try:
+            events = self.conn.receive_data(data)
+        except HamcastError as exc:
+            self.error = exc
+            return
+        sockets = self.sockets
+        for event in events:
+            if type(event) is DataReceived:
+                queues = sockets.get(event.sock)
+                if queues is None:
+                    continue
+                if len(queues.messages) >= queues.max_queue:
+                    queues.dropped += 1
+                    continue
+                queues.messages.append(
+                    Message(
+                        self._group(event.group),
+                        self._names.get(event.source, "?"),
+                        bytes(event.payload),
+                        event.interface,
+                    )
+                )
+            elif type(event) is NameDefined:
+                self._names[event.name_id] = event.text
+                self._groups.pop(event.name_id, None)
+            elif type(event) is ResponseReceived:
+                self.responses[event.request_id] = event
+            elif type(event) is EventReceived:
+                queues = sockets.get(event.sock)
+                if queues is not None and len(queues.events) < queues.max_queue:
+                    queues.events.append(self._event(event))
+            elif type(event) is SendFailed:
+                queues = sockets.get(event.sock)
+                if queues is not None:
+                    queues.failures.append(event.error)
+            elif type(event) is WelcomeReceived:
+                self.welcome = event
+
+    def _group(self, name_id: int) -> URI:
+        uri = self._groups.get(name_id)
+        if uri is None:
+            uri = self._groups[name_id] = URI.parse(self._names[name_id])
+        return uri
+
+    def _event(self, event: EventReceived) -> MembershipEvent:
+        group = self._group(event.group)
+        if event.kind == EventKind.JOIN:
+            return MemberJoined(group, event.interface)
+        if event.kind == EventKind.LEAVE:
+            return MemberLeft(group, event.interface)
+        return SourceAppeared(group, event.interface, self._names.get(event.source, "?"))
+
+    def send_frame(
+        self,
+        queues: SocketQueues,
+        sock_id: int,
+        group: URI,
+        payload: bytes | bytearray | memoryview,
+    ) -> bytes:
+        """The SEND header for ``payload``; raises for oversize or a pending send failure."""
+        if queues.failures:
+            raise queues.failures.popleft()
+        name_id, limit = queues.send_ids[group]
+        if len(payload) > limit:
+            raise MessageTooLongError(len(payload), limit)
+        return self.conn.send_header(sock_id, name_id, len(payload))
+
+
+def decode_result(op: Op, results: list[Any]) -> Any:
+    """Turn a response's raw values into the API's types."""
+    if op is Op.LIST_INTERFACES:
+        return [Interface(*row) for row in results[0]]
+    if op is Op.GROUP_SET:
+        return [GroupSetEntry(URI.parse(g), GroupRole(r)) for g, r in results[0]]
+    if op is Op.DESIGNATED_HOST:
+        return bool(results[0])
+    if len(results) == 1:
+        return results[0]
+    return results or None

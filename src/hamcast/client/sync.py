@@ -1,0 +1,398 @@
+"""The blocking client: :class:`MulticastSocket`, the whole RFC 7046 API.
+
+Each socket has its own stream to the middleware. Threads may share a
+socket: one thread can block in :meth:`MulticastSocket.receive` while
+another sends or joins. Whichever thread needs input reads the stream for
+everyone (a leader/follower scheme): there is no reader thread, so a
+message costs no thread switch on its way to the application.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from hamcast.client.connect import open_stream
+from hamcast.client.demux import Demux, SocketQueues, decode_result
+from hamcast.core.middleware import GroupInfo
+from hamcast.errors import (
+    ClosedError,
+    DaemonUnavailableError,
+    HamcastError,
+    ReceiveTimeoutError,
+    WouldBlockError,
+)
+from hamcast.events import MembershipEvent
+from hamcast.ipc.ops import Op
+from hamcast.model import GroupSetEntry, Interface, Message, SocketStats
+from hamcast.uri import URI
+
+__all__ = ["MulticastSocket"]
+
+logger = logging.getLogger(__name__)
+
+_READ_SIZE = 1 << 18
+_HANDSHAKE_TIMEOUT = 10.0
+
+GroupLike = str | URI
+InterfaceLike = int | Interface
+
+
+def as_uri(group: GroupLike) -> URI:
+    return group if isinstance(group, URI) else URI.parse(group)
+
+
+def as_index(iface: InterfaceLike) -> int:
+    return iface.index if isinstance(iface, Interface) else int(iface)
+
+
+class _Channel:
+    """One blocking stream to the middleware, shared by the threads of one socket."""
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.demux = Demux()
+        self._cond = threading.Condition(threading.Lock())
+        self._write_lock = threading.Lock()
+        self._reading = False
+        self._buffer = bytearray(_READ_SIZE)
+        self._view = memoryview(self._buffer)
+        self.write(self.demux.hello(name))
+        self.wait(lambda: self.demux.welcome is not None, time.monotonic() + _HANDSHAKE_TIMEOUT)
+
+    def write(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+        with self._write_lock:
+            try:
+                remaining = sum(len(p) for p in parts)
+                while parts:
+                    sent = self.sock.sendmsg(parts)
+                    remaining -= sent
+                    if not remaining:
+                        return
+                    parts = _advance(parts, sent)
+            except OSError as exc:
+                self.demux.lost(f"lost the connection to the hamcast middleware: {exc}")
+                raise self.demux.error from None  # type: ignore[misc]
+
+    def request(self, op: Op, args: list[Any]) -> Any:
+        with self._cond:
+            if self.demux.error is not None:
+                raise self.demux.error
+            request_id, out = self.demux.request(op, args)
+        self.write(out)
+        responses = self.demux.responses
+        self.wait(lambda: request_id in responses, None)
+        with self._cond:
+            response = responses.pop(request_id)
+        if response.error is not None:
+            raise response.error
+        return decode_result(op, response.results)
+
+    def wait(self, ready: Callable[[], bool], deadline: float | None) -> None:
+        """Block until ``ready()`` or ``deadline``; read the stream if nobody else is."""
+        with self._cond:
+            while not ready():
+                if self.demux.error is not None:
+                    raise self.demux.error
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise ReceiveTimeoutError("timed out")
+                if self._reading:
+                    self._cond.wait(remaining)
+                    continue
+                self._reading = True
+                self._cond.release()
+                try:
+                    count = self._read(remaining)
+                finally:
+                    self._cond.acquire()
+                    self._reading = False
+                if count:
+                    self.demux.feed(self._view[:count])
+                self._cond.notify_all()
+
+    def _read(self, timeout: float | None) -> int:
+        try:
+            self.sock.settimeout(timeout)
+            count = self.sock.recv_into(self._buffer)
+        except TimeoutError:
+            return 0
+        except OSError as exc:
+            self.demux.lost(f"lost the connection to the hamcast middleware: {exc}")
+            return 0
+        if count == 0:
+            self.demux.lost(
+                "the hamcast middleware closed the connection (was the daemon stopped?)"
+            )
+        return count
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def _advance(
+    parts: Sequence[bytes | bytearray | memoryview], sent: int
+) -> Sequence[bytes | bytearray | memoryview]:
+    """Drop ``sent`` bytes from the front of a scatter list."""
+    while parts and sent >= len(parts[0]):
+        sent -= len(parts[0])
+        parts = parts[1:]
+    if parts and sent:
+        parts = [memoryview(parts[0])[sent:], *parts[1:]]
+    return parts
+
+
+class MulticastSocket:
+    """An RFC 7046 multicast socket (createMSocket … deleteMSocket).
+
+    ``interfaces``: the interfaces (indices or :class:`Interface`) the socket
+    uses; all of the host's when empty. ``socket_path``: the daemon's IPC
+    socket (default: ``$HAMCAST_SOCKET`` or the documented default).
+    ``embedded``: True runs the middleware inside this process, False
+    requires a daemon, None (default) uses a daemon if one answers and the
+    embedded middleware otherwise. Use it as a context manager, or call
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        interfaces: Iterable[InterfaceLike] = (),
+        *,
+        socket_path: str | None = None,
+        embedded: bool | None = None,
+        name: str = "",
+    ) -> None:
+        stream, self.mode = open_stream(socket_path, embedded)
+        try:
+            self._channel = _Channel(stream, name)
+        except BaseException:
+            stream.close()
+            raise
+        self._closed = False
+        self._event_thread: threading.Thread | None = None
+        self._id: int = self._channel.request(Op.CREATE_SOCKET, [[as_index(i) for i in interfaces]])
+        self._queues: SocketQueues = self._channel.demux.add_socket(self._id)
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The socket's id within its middleware."""
+        return self._id
+
+    def close(self) -> None:
+        """Delete the socket (deleteMSocket): leave every group and release it."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(HamcastError, OSError):
+            self._channel.request(Op.DELETE_SOCKET, [self._id])
+        self._channel.close()
+        if self._event_thread is not None:
+            self._event_thread.join(timeout=2)
+
+    def __enter__(self) -> MulticastSocket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, op: Op, *args: Any) -> Any:
+        if self._closed:
+            raise ClosedError("the multicast socket is closed")
+        return self._channel.request(op, list(args))
+
+    # --- group management (RFC 7046 §5.1) --------------------------------------------
+
+    def join(self, group: GroupLike) -> None:
+        """Start receiving ``group``."""
+        self._call(Op.JOIN, self._id, str(as_uri(group)))
+
+    def leave(self, group: GroupLike) -> None:
+        """Stop receiving ``group``."""
+        self._call(Op.LEAVE, self._id, str(as_uri(group)))
+
+    def src_register(self, group: GroupLike) -> list[int]:
+        """Announce this socket as a source of ``group``; returns the interfaces that failed."""
+        result: list[int] = self._call(Op.SRC_REGISTER, self._id, str(as_uri(group)))
+        return result
+
+    def src_deregister(self, group: GroupLike) -> list[int]:
+        """Withdraw the source announcement; returns the interfaces that failed."""
+        result: list[int] = self._call(Op.SRC_DEREGISTER, self._id, str(as_uri(group)))
+        return result
+
+    # --- send and receive (RFC 7046 §5.2) -----------------------------------------------
+
+    def send(self, group: GroupLike, message: bytes | bytearray | memoryview) -> None:
+        """Send ``message`` to ``group``.
+
+        Raises :class:`~hamcast.errors.MessageTooLongError` (EMSGSIZE) when it
+        exceeds the group's maximum message size, and any error an earlier
+        send on this socket met in the middleware.
+        """
+        if self._closed:
+            raise ClosedError("the multicast socket is closed")
+        uri = group if isinstance(group, URI) else URI.parse(group)
+        queues = self._queues
+        if uri not in queues.send_ids:
+            name_id, limit = self._call(Op.PREPARE_SEND, self._id, str(uri))
+            queues.send_ids[uri] = (name_id, limit)
+        header = self._channel.demux.send_frame(queues, self._id, uri, message)
+        self._channel.write([header, message])
+
+    def receive(self, timeout: float | None = None) -> Message:
+        """The next message: waits forever, or ``timeout`` seconds (ReceiveTimeoutError)."""
+        messages = self._queues.messages
+        if not messages:
+            if self._closed:
+                raise ClosedError("the multicast socket is closed")
+            deadline = None if timeout is None else time.monotonic() + timeout
+            try:
+                self._channel.wait(lambda: bool(messages), deadline)
+            except DaemonUnavailableError:
+                if self._closed:
+                    raise ClosedError("the multicast socket was closed") from None
+                raise
+        return messages.popleft()
+
+    def receive_nowait(self) -> Message:
+        """The next message if one is waiting, else WouldBlockError."""
+        try:
+            return self.receive(timeout=0)
+        except ReceiveTimeoutError:
+            raise WouldBlockError("no message waiting") from None
+
+    def __iter__(self) -> Iterator[Message]:
+        """Messages as they arrive, until the socket is closed."""
+        while True:
+            try:
+                yield self.receive()
+            except ClosedError:
+                return
+
+    # --- socket options (RFC 7046 §5.3) -----------------------------------------------
+
+    def get_interfaces(self) -> list[int]:
+        """Indices of the interfaces this socket uses."""
+        result: list[int] = self._call(Op.GET_INTERFACES, self._id)
+        return result
+
+    def add_interface(self, interface: InterfaceLike) -> None:
+        self._call(Op.ADD_INTERFACE, self._id, as_index(interface))
+
+    def del_interface(self, interface: InterfaceLike) -> None:
+        self._call(Op.DEL_INTERFACE, self._id, as_index(interface))
+        self._queues.send_ids.clear()
+
+    def set_ttl(self, ttl: int, interfaces: Iterable[InterfaceLike] = ()) -> None:
+        """Set the TTL / hop limit, on the given interfaces or all of the socket's."""
+        self._call(Op.SET_TTL, self._id, ttl, [as_index(i) for i in interfaces])
+
+    def get_ttl(self, interface: InterfaceLike = 0) -> int:
+        """The TTL on ``interface`` (default: the socket's first)."""
+        result: int = self._call(Op.GET_TTL, self._id, as_index(interface))
+        return result
+
+    def atomic_msg_size(self) -> int:
+        """Largest message sent without fragmentation on every interface (bytes)."""
+        result: int = self._call(Op.ATOMIC_MSG_SIZE, self._id)
+        return result
+
+    def max_msg_size(self) -> int:
+        """Largest message this socket can send on every interface (bytes)."""
+        result: int = self._call(Op.MAX_MSG_SIZE, self._id)
+        return result
+
+    # --- service calls (RFC 7046 §5.4) ---------------------------------------------------
+
+    def group_set(self, interface: InterfaceLike) -> list[GroupSetEntry]:
+        """Groups active on ``interface`` with this host's role in each."""
+        result: list[GroupSetEntry] = self._call(Op.GROUP_SET, as_index(interface))
+        return result
+
+    def neighbor_set(self, interface: InterfaceLike) -> list[str]:
+        """Multicast neighbours on ``interface`` (routers, overlay peers)."""
+        result: list[str] = self._call(Op.NEIGHBOR_SET, as_index(interface))
+        return result
+
+    def children_set(self, interface: InterfaceLike, group: GroupLike) -> list[str]:
+        """Nodes below this host in ``group``'s distribution tree."""
+        result: list[str] = self._call(Op.CHILDREN_SET, as_index(interface), str(as_uri(group)))
+        return result
+
+    def parent_set(self, interface: InterfaceLike, group: GroupLike) -> list[str]:
+        """Nodes above this host in ``group``'s distribution tree."""
+        result: list[str] = self._call(Op.PARENT_SET, as_index(interface), str(as_uri(group)))
+        return result
+
+    def designated_host(self, interface: InterfaceLike, group: GroupLike) -> bool:
+        """Whether this host is the designated forwarder for ``group`` on ``interface``."""
+        result: bool = self._call(Op.DESIGNATED_HOST, as_index(interface), str(as_uri(group)))
+        return result
+
+    def enable_events(self, callback: Callable[[MembershipEvent], None] | None = None) -> None:
+        """Receive membership events: from :meth:`next_event`, or passed to ``callback``.
+
+        A callback runs on a thread of its own that this socket starts; it
+        must not block for long.
+        """
+        self._call(Op.ENABLE_EVENTS, self._id)
+        if callback is not None and self._event_thread is None:
+            self._event_thread = threading.Thread(
+                target=self._event_loop, args=(callback,), name="hamcast-events", daemon=True
+            )
+            self._event_thread.start()
+
+    def disable_events(self) -> None:
+        self._call(Op.DISABLE_EVENTS, self._id)
+
+    def next_event(self, timeout: float | None = None) -> MembershipEvent:
+        """The next membership event (ReceiveTimeoutError after ``timeout`` seconds)."""
+        events = self._queues.events
+        if not events:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._channel.wait(lambda: bool(events), deadline)
+        return events.popleft()
+
+    def _event_loop(self, callback: Callable[[MembershipEvent], None]) -> None:
+        while not self._closed:
+            try:
+                event = self.next_event(timeout=0.5)
+            except ReceiveTimeoutError:
+                continue
+            except (HamcastError, OSError):
+                return
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("membership event callback raised")
+
+    # --- beyond the RFC: the host's view ---------------------------------------------------
+
+    def interfaces(self) -> list[Interface]:
+        """All interfaces of the host's middleware."""
+        result: list[Interface] = self._call(Op.LIST_INTERFACES)
+        return result
+
+    def stats(self) -> SocketStats:
+        """Counters of this socket; ``dropped`` includes drops in this process."""
+        sent, received, dropped, failed = self._call(Op.STATS, self._id)
+        return SocketStats(sent, received, dropped + self._queues.dropped, failed)
+
+    def daemon_info(self) -> tuple[str, list[str]]:
+        """The middleware's version and its technology modules."""
+        version, technologies = self._call(Op.DAEMON_INFO)
+        return version, technologies
+
+    def groups(self) -> list[GroupInfo]:
+        """The host's group table: each group, its technology and local members."""
+        rows = self._call(Op.GROUPS)
+        return [GroupInfo(URI.parse(g), t, i, n, s) for g, t, i, n, s in rows]

@@ -1,0 +1,566 @@
+"""The middleware core: sessions, abstract multicast sockets, the group table.
+
+One :class:`Middleware` owns all multicast state of a host (DESIGN.md §2). It
+is driven by plain method calls — one per RFC 7046 operation — from the
+daemon's IPC sessions (or the embedded runtime) and by :class:`Upcalls` from
+the technology modules; it calls back into each session only through its
+:class:`SessionSink`. It does no I/O of its own and never blocks, so it runs
+on the daemon's event loop and is tested with in-memory sinks.
+
+Binding: a socket's operation on a group uses the first interface of the
+socket, in index order (which follows the configured technology order), whose
+technology can serve the group. Each (interface, group) pair has one entry in
+the group table; a technology is asked to join/leave only for the first/last
+listener on that interface, and to register/deregister only for the
+first/last sender.
+
+Events: every join and leave of a socket on this host is a membership event
+on its interface, as is every membership change a technology observes; a
+message from a source not among a group's recently seen sources is a
+new-source event. Sockets with events enabled receive the events of all
+groups on their interfaces.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hamcast.config import CoreConfig
+from hamcast.errors import (
+    ClosedError,
+    HamcastError,
+    MessageTooLongError,
+    NotJoinedError,
+    UnknownInterfaceError,
+    UnknownSocketError,
+    UnsupportedGroupError,
+    UsageError,
+)
+from hamcast.events import MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.model import GroupRole, GroupSetEntry, Interface, SocketStats
+from hamcast.technologies.base import Technology
+from hamcast.uri import URI
+
+__all__ = ["GroupInfo", "Middleware", "Session", "SessionSink", "SocketState"]
+
+logger = logging.getLogger(__name__)
+
+
+class SessionSink(Protocol):
+    """Where the core hands a session what is addressed to it."""
+
+    def deliver(
+        self, sock: int, group: URI, source: str, iface: int, payload: bytes | memoryview
+    ) -> bool:
+        """Queue a message for socket ``sock``; False if it had to be dropped."""
+
+    def event(self, sock: int, event: MembershipEvent) -> None:
+        """Pass a membership event to socket ``sock``."""
+
+
+@dataclass(eq=False, slots=True)
+class SocketState:
+    """One abstract multicast socket (RFC 7046 §5.1)."""
+
+    id: int
+    session: Session
+    interfaces: list[int]
+    ttl: dict[int, int]
+    origin: str
+    joined: dict[URI, int] = field(default_factory=dict)
+    registered: dict[URI, int] = field(default_factory=dict)
+    #: Interface chosen for sending to each group (cache of the binding rule).
+    send_iface: dict[URI, int] = field(default_factory=dict)
+    events: bool = False
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+    send_failed: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One client of the middleware (an IPC connection or an embedded process)."""
+
+    id: int
+    pid: int
+    name: str
+    sink: SessionSink
+    sockets: dict[int, SocketState] = field(default_factory=dict)
+    closed: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class _GroupEntry:
+    group: URI
+    iface: int
+    listeners: set[SocketState] = field(default_factory=set)
+    senders: set[SocketState] = field(default_factory=set)
+    sources: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """One row of the host's group table (``hamcast groups``)."""
+
+    group: URI
+    technology: str
+    interface: int
+    listeners: int
+    senders: int
+
+
+@dataclass(slots=True)
+class _Iface:
+    info: Interface
+    technology: Technology
+    key: str
+
+
+class Middleware:
+    """All multicast state of one host. See the module docstring for the rules."""
+
+    def __init__(self, technologies: Iterable[Technology], config: CoreConfig | None = None):
+        self.config = config or CoreConfig()
+        self.technologies = list(technologies)
+        names = [t.name for t in self.technologies]
+        if len(set(names)) != len(names):
+            raise UsageError(f"technology listed twice: {names}")
+        self._ifaces: dict[int, _Iface] = {}
+        self._index_of: dict[tuple[str, str], int] = {}
+        self._next_iface = 1
+        self._sessions: dict[int, Session] = {}
+        self._next_session = 1
+        self._next_socket = 1
+        self._groups: dict[tuple[int, URI], _GroupEntry] = {}
+        self._started = False
+
+    # --- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        for tech in self.technologies:
+            await tech.start(self)
+            self._sync_interfaces(tech)
+        self._started = True
+
+    async def stop(self) -> None:
+        for session in list(self._sessions.values()):
+            self.close_session(session)
+        for tech in reversed(self.technologies):
+            try:
+                await tech.stop()
+            except Exception:
+                logger.exception("technology %s failed to stop cleanly", tech.name)
+        self._started = False
+
+    # --- interfaces ----------------------------------------------------------
+
+    def _sync_interfaces(self, tech: Technology) -> None:
+        current = {ti.key: ti for ti in tech.interfaces()}
+        for key, ti in current.items():
+            index = self._index_of.get((tech.name, key))
+            if index is None:
+                index = self._next_iface
+                self._next_iface += 1
+                self._index_of[(tech.name, key)] = index
+            info = Interface(index, ti.name, ti.address, tech.name)
+            self._ifaces[index] = _Iface(info, tech, key)
+        for (name, key), index in list(self._index_of.items()):
+            if name == tech.name and key not in current and index in self._ifaces:
+                self._interface_vanished(index)
+
+    def _interface_vanished(self, index: int) -> None:
+        logger.warning("interface %s vanished", self._ifaces[index].info.name)
+        for entry_key in [k for k in self._groups if k[0] == index]:
+            del self._groups[entry_key]
+        for session in self._sessions.values():
+            for sock in session.sockets.values():
+                if index in sock.interfaces:
+                    sock.interfaces.remove(index)
+                for table in (sock.joined, sock.registered, sock.send_iface):
+                    for group in [g for g, i in table.items() if i == index]:
+                        del table[group]
+        del self._ifaces[index]
+
+    def interfaces(self) -> list[Interface]:
+        """All interfaces of the host, by index."""
+        return [self._ifaces[i].info for i in sorted(self._ifaces)]
+
+    def _iface(self, index: int) -> _Iface:
+        try:
+            return self._ifaces[index]
+        except KeyError:
+            raise UnknownInterfaceError(f"no interface with index {index}") from None
+
+    # --- sessions and sockets -------------------------------------------------
+
+    def open_session(self, sink: SessionSink, pid: int = 0, name: str = "") -> Session:
+        session = Session(self._next_session, pid, name, sink)
+        self._next_session += 1
+        self._sessions[session.id] = session
+        return session
+
+    def close_session(self, session: Session) -> None:
+        """Release everything the session holds: every socket is deleted."""
+        for sock_id in list(session.sockets):
+            self.delete_socket(session, sock_id)
+        session.closed = True
+        self._sessions.pop(session.id, None)
+
+    def _socket(self, session: Session, sock_id: int) -> SocketState:
+        if session.closed:
+            raise ClosedError("session is closed")
+        try:
+            return session.sockets[sock_id]
+        except KeyError:
+            raise UnknownSocketError(f"no multicast socket {sock_id} in this session") from None
+
+    def create_socket(self, session: Session, ifaces: Iterable[int] = ()) -> int:
+        """A new socket on ``ifaces`` (all interfaces when empty); returns its id."""
+        if len(session.sockets) >= self.config.max_sockets_per_session:
+            raise UsageError(f"session already has {len(session.sockets)} sockets, the maximum")
+        chosen = sorted(set(ifaces)) or sorted(self._ifaces)
+        for index in chosen:
+            self._iface(index)
+        sock_id = self._next_socket
+        self._next_socket += 1
+        sock = SocketState(
+            id=sock_id,
+            session=session,
+            interfaces=chosen,
+            ttl=dict.fromkeys(chosen, self.config.default_ttl),
+            origin=f"local:{session.pid}/{sock_id}",
+        )
+        session.sockets[sock_id] = sock
+        return sock_id
+
+    def delete_socket(self, session: Session, sock_id: int) -> None:
+        sock = self._socket(session, sock_id)
+        for group in list(sock.joined):
+            self._leave(sock, group)
+        for group in list(sock.registered):
+            self._deregister(sock, group)
+        del session.sockets[sock_id]
+
+    # --- binding -------------------------------------------------------------
+
+    def _bind(self, sock: SocketState, group: URI) -> int:
+        for index in sock.interfaces:
+            iface = self._ifaces[index]
+            if iface.technology.can_serve(iface.key, group):
+                return index
+        if not sock.interfaces:
+            raise UnsupportedGroupError(f"socket {sock.id} has no interfaces left")
+        raise UnsupportedGroupError(f"no technology on the socket's interfaces can serve {group}")
+
+    def _group_limit(self, sock: SocketState) -> None:
+        if len(sock.joined) + len(sock.send_iface) >= self.config.max_groups_per_socket:
+            raise UsageError(
+                f"socket {sock.id} reached its limit of {self.config.max_groups_per_socket} groups"
+            )
+
+    def _entry(self, index: int, group: URI) -> _GroupEntry:
+        entry = self._groups.get((index, group))
+        if entry is None:
+            entry = self._groups[(index, group)] = _GroupEntry(group, index)
+        return entry
+
+    def _drop_if_idle(self, entry: _GroupEntry) -> None:
+        if not entry.listeners and not entry.senders:
+            self._groups.pop((entry.iface, entry.group), None)
+
+    # --- group management (RFC 7046 §5.1) ---------------------------------------
+
+    def join(self, session: Session, sock_id: int, group: URI) -> None:
+        sock = self._socket(session, sock_id)
+        group = group.without_credentials()
+        if group in sock.joined:
+            return
+        self._group_limit(sock)
+        index = self._bind(sock, group)
+        iface = self._ifaces[index]
+        entry = self._entry(index, group)
+        if not entry.listeners:
+            try:
+                iface.technology.join(iface.key, group)
+            except HamcastError:
+                self._drop_if_idle(entry)
+                raise
+        entry.listeners.add(sock)
+        sock.joined[group] = index
+        self._broadcast(index, MemberJoined(group, index))
+
+    def leave(self, session: Session, sock_id: int, group: URI) -> None:
+        sock = self._socket(session, sock_id)
+        group = group.without_credentials()
+        if group not in sock.joined:
+            raise NotJoinedError(f"socket {sock_id} has not joined {group}")
+        self._leave(sock, group)
+
+    def _leave(self, sock: SocketState, group: URI) -> None:
+        index = sock.joined.pop(group)
+        entry = self._groups.get((index, group))
+        if entry is None:
+            return
+        entry.listeners.discard(sock)
+        if not entry.listeners:
+            iface = self._ifaces[index]
+            try:
+                iface.technology.leave(iface.key, group)
+            except HamcastError as exc:
+                logger.warning("leaving %s on %s failed: %s", group, iface.info.name, exc)
+        self._drop_if_idle(entry)
+        self._broadcast(index, MemberLeft(group, index))
+
+    def src_register(self, session: Session, sock_id: int, group: URI) -> list[int]:
+        """Register as a sender on every interface of the socket that serves the group.
+
+        Returns the interfaces where registration failed (RFC 7046 §5.1.5);
+        raises when none of the socket's interfaces can serve the group.
+        """
+        sock = self._socket(session, sock_id)
+        group = group.without_credentials()
+        if group in sock.registered:
+            return []
+        self._group_limit(sock)
+        index = self._bind(sock, group)
+        failed = [i for i in sock.interfaces if i != index]
+        iface = self._ifaces[index]
+        entry = self._entry(index, group)
+        if not entry.senders:
+            try:
+                iface.technology.src_register(iface.key, group)
+            except HamcastError as exc:
+                logger.info("source registration of %s on %s failed: %s", group, index, exc)
+                self._drop_if_idle(entry)
+                return sorted(sock.interfaces)
+        entry.senders.add(sock)
+        sock.registered[group] = index
+        sock.send_iface[group] = index
+        return failed
+
+    def src_deregister(self, session: Session, sock_id: int, group: URI) -> list[int]:
+        sock = self._socket(session, sock_id)
+        group = group.without_credentials()
+        if group not in sock.registered:
+            raise NotJoinedError(f"socket {sock_id} has not registered as a source of {group}")
+        return self._deregister(sock, group)
+
+    def _deregister(self, sock: SocketState, group: URI) -> list[int]:
+        index = sock.registered.pop(group)
+        entry = self._groups.get((index, group))
+        if entry is None:
+            return []
+        entry.senders.discard(sock)
+        failed: list[int] = []
+        if not entry.senders:
+            iface = self._ifaces[index]
+            try:
+                iface.technology.src_deregister(iface.key, group)
+            except HamcastError as exc:
+                logger.info("deregistering %s on %s failed: %s", group, index, exc)
+                failed.append(index)
+        self._drop_if_idle(entry)
+        return failed
+
+    # --- send (RFC 7046 §5.2) ---------------------------------------------------
+
+    def prepare_send(self, session: Session, sock_id: int, group: URI) -> int:
+        """Bind ``group`` for sending on the socket; returns its maximum message size."""
+        sock = self._socket(session, sock_id)
+        group = group.without_credentials()
+        index = sock.send_iface.get(group)
+        if index is None:
+            self._group_limit(sock)
+            index = sock.send_iface[group] = self._bind(sock, group)
+        iface = self._ifaces[index]
+        return iface.technology.max_msg_size(iface.key)
+
+    def send(self, session: Session, sock_id: int, group: URI, payload: bytes | memoryview) -> None:
+        """Send one message; errors raise (and count as ``send_failed``)."""
+        sock = self._socket(session, sock_id)
+        index = sock.send_iface.get(group)
+        try:
+            if index is None:
+                self.prepare_send(session, sock_id, group)
+                group = group.without_credentials()
+                index = sock.send_iface[group]
+            iface = self._ifaces[index]
+            limit = iface.technology.max_msg_size(iface.key)
+            if len(payload) > limit:
+                raise MessageTooLongError(len(payload), limit)
+            iface.technology.send(iface.key, group, payload, sock.ttl[index], sock.origin)
+        except HamcastError:
+            sock.send_failed += 1
+            raise
+        sock.sent += 1
+
+    # --- socket options (RFC 7046 §5.3) -------------------------------------------
+
+    def get_interfaces(self, session: Session, sock_id: int) -> list[int]:
+        return list(self._socket(session, sock_id).interfaces)
+
+    def add_interface(self, session: Session, sock_id: int, index: int) -> None:
+        sock = self._socket(session, sock_id)
+        self._iface(index)
+        if index not in sock.interfaces:
+            sock.interfaces = sorted([*sock.interfaces, index])
+            sock.ttl.setdefault(index, self.config.default_ttl)
+
+    def del_interface(self, session: Session, sock_id: int, index: int) -> None:
+        sock = self._socket(session, sock_id)
+        if index not in sock.interfaces:
+            raise UnknownInterfaceError(f"socket {sock_id} does not use interface {index}")
+        for group in [g for g, i in sock.joined.items() if i == index]:
+            self._leave(sock, group)
+        for group in [g for g, i in sock.registered.items() if i == index]:
+            self._deregister(sock, group)
+        for group in [g for g, i in sock.send_iface.items() if i == index]:
+            del sock.send_iface[group]
+        sock.interfaces.remove(index)
+        sock.ttl.pop(index, None)
+
+    def set_ttl(self, session: Session, sock_id: int, ttl: int, ifaces: Iterable[int] = ()) -> None:
+        sock = self._socket(session, sock_id)
+        if not 0 <= ttl <= 255:
+            raise UsageError(f"TTL must be between 0 and 255, not {ttl}")
+        targets = list(ifaces) or list(sock.interfaces)
+        for index in targets:
+            if index not in sock.interfaces:
+                raise UnknownInterfaceError(f"socket {sock_id} does not use interface {index}")
+        for index in targets:
+            sock.ttl[index] = ttl
+
+    def get_ttl(self, session: Session, sock_id: int, index: int = 0) -> int:
+        sock = self._socket(session, sock_id)
+        if index == 0:
+            if not sock.interfaces:
+                return self.config.default_ttl
+            index = sock.interfaces[0]
+        if index not in sock.ttl:
+            raise UnknownInterfaceError(f"socket {sock_id} does not use interface {index}")
+        return sock.ttl[index]
+
+    def atomic_msg_size(self, session: Session, sock_id: int) -> int:
+        """The smallest atomic size over the socket's interfaces (bytes)."""
+        sock = self._socket(session, sock_id)
+        sizes = [self._size(i, atomic=True) for i in sock.interfaces]
+        return min(sizes, default=0)
+
+    def max_msg_size(self, session: Session, sock_id: int) -> int:
+        """The smallest maximum message size over the socket's interfaces (bytes)."""
+        sock = self._socket(session, sock_id)
+        return min((self._size(i, atomic=False) for i in sock.interfaces), default=0)
+
+    def _size(self, index: int, *, atomic: bool) -> int:
+        iface = self._ifaces[index]
+        tech = iface.technology
+        return tech.atomic_msg_size(iface.key) if atomic else tech.max_msg_size(iface.key)
+
+    def stats(self, session: Session, sock_id: int) -> SocketStats:
+        sock = self._socket(session, sock_id)
+        return SocketStats(sock.sent, sock.received, sock.dropped, sock.send_failed)
+
+    # --- service calls (RFC 7046 §5.4) -----------------------------------------
+
+    def group_set(self, index: int) -> list[GroupSetEntry]:
+        """Groups on the interface: this host's own, merged with what the technology knows."""
+        iface = self._iface(index)
+        roles: dict[URI, GroupRole] = {}
+        for (i, group), entry in self._groups.items():
+            if i != index:
+                continue
+            role = GroupRole(0)
+            if entry.listeners:
+                role |= GroupRole.LISTENER
+            if entry.senders:
+                role |= GroupRole.SENDER
+            if role:
+                roles[group] = role
+        for found in iface.technology.group_set(iface.key):
+            roles[found.group] = roles.get(found.group, GroupRole(0)) | found.role
+        return [GroupSetEntry(g, r) for g, r in sorted(roles.items(), key=lambda gr: str(gr[0]))]
+
+    def neighbor_set(self, index: int) -> list[str]:
+        iface = self._iface(index)
+        return iface.technology.neighbor_set(iface.key)
+
+    def children_set(self, index: int, group: URI) -> list[str]:
+        iface = self._iface(index)
+        return iface.technology.children_set(iface.key, group.without_credentials())
+
+    def parent_set(self, index: int, group: URI) -> list[str]:
+        iface = self._iface(index)
+        return iface.technology.parent_set(iface.key, group.without_credentials())
+
+    def designated_host(self, index: int, group: URI) -> bool:
+        iface = self._iface(index)
+        return iface.technology.designated_host(iface.key, group.without_credentials())
+
+    def enable_events(self, session: Session, sock_id: int) -> None:
+        self._socket(session, sock_id).events = True
+
+    def disable_events(self, session: Session, sock_id: int) -> None:
+        self._socket(session, sock_id).events = False
+
+    def groups(self) -> list[GroupInfo]:
+        """The host's group table, for monitoring."""
+        rows = [
+            GroupInfo(
+                entry.group,
+                self._ifaces[entry.iface].technology.name,
+                entry.iface,
+                len(entry.listeners),
+                len(entry.senders),
+            )
+            for entry in self._groups.values()
+        ]
+        return sorted(rows, key=lambda r: (str(r.group), r.interface))
+
+    # --- upcalls from technologies -----------------------------------------------
+
+    def deliver(
+        self,
+        technology: Technology,
+        iface: str,
+        group: URI,
+        source: str,
+        payload: bytes | memoryview,
+    ) -> None:
+        index = self._index_of.get((technology.name, iface))
+        if index is None:
+            return
+        entry = self._groups.get((index, group))
+        if entry is None or not entry.listeners:
+            return
+        sources = entry.sources
+        if source in sources:
+            sources.move_to_end(source)
+        else:
+            sources[source] = None
+            if len(sources) > self.config.sources_per_group:
+                sources.popitem(last=False)
+            self._broadcast(index, SourceAppeared(group, index, source))
+        for sock in entry.listeners:
+            if sock.session.sink.deliver(sock.id, group, source, index, payload):
+                sock.received += 1
+            else:
+                sock.dropped += 1
+
+    def membership(self, technology: Technology, iface: str, event: MembershipEvent) -> None:
+        index = self._index_of.get((technology.name, iface))
+        if index is not None:
+            self._broadcast(index, event)
+
+    def interfaces_changed(self, technology: Technology) -> None:
+        self._sync_interfaces(technology)
+
+    def _broadcast(self, index: int, event: MembershipEvent) -> None:
+        for session in self._sessions.values():
+            for sock in session.sockets.values():
+                if sock.events and index in sock.interfaces:
+                    session.sink.event(sock.id, event)

@@ -1,0 +1,308 @@
+"""One client session of the daemon: the asyncio driver of a ServerConnection.
+
+It only moves data (STYLE.md 3): bytes read go to the sans-I/O
+:class:`~hamcast.ipc.connection.ServerConnection`; the events it returns are
+handed to the middleware core; what the core delivers is encoded back and
+written once per event-loop iteration, so many messages leave in one write.
+
+Flow control: when the client does not read, the transport's buffer passes
+its high-water mark and asyncio pauses writing. From then on deliveries wait
+in a bounded queue per socket (``SessionConfig.queue_messages`` /
+``queue_bytes``); what does not fit is dropped and counted in the socket's
+``dropped`` statistic. Nothing the client does can grow the daemon's memory
+past those bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+
+from hamcast import __version__
+from hamcast.config import SessionConfig
+from hamcast.core.middleware import Middleware, Session
+from hamcast.errors import HamcastError, ProtocolError, UsageError
+from hamcast.events import MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.ipc.connection import ServerConnection
+from hamcast.ipc.events import HelloReceived, RequestReceived, SendReceived
+from hamcast.ipc.names import NameTable
+from hamcast.ipc.ops import Op
+from hamcast.ipc.wire import NameKind
+from hamcast.uri import URI
+
+__all__ = ["ClientSession"]
+
+logger = logging.getLogger(__name__)
+
+_Queued = tuple[URI, str, int, bytes]
+
+
+class ClientSession(asyncio.Protocol):
+    """The daemon's end of one IPC connection."""
+
+    def __init__(
+        self,
+        middleware: Middleware,
+        config: SessionConfig,
+        session_id: int,
+        on_close: Callable[[ClientSession], None] | None = None,
+    ) -> None:
+        self.middleware = middleware
+        self.config = config
+        self.conn = ServerConnection(session_id)
+        self.names = NameTable(config.max_names)
+        self.session: Session | None = None
+        self.transport: asyncio.Transport | None = None
+        self._on_close = on_close
+        self._group_uris: dict[int, URI] = {}
+        self._prepared: dict[int, set[int]] = {}
+        self._paused = False
+        self._flush_scheduled = False
+        self._queues: dict[int, deque[_Queued]] = {}
+        self._queued_bytes: dict[int, int] = {}
+        self._loop = asyncio.get_running_loop()
+        self._error_log_at = 0.0
+
+    # --- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement the interface without subclassing it.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=self.config.write_high_water)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except ProtocolError as exc:
+            self._abort(exc)
+            return
+        middleware = self.middleware
+        session = self.session
+        for event in events:
+            if type(event) is SendReceived:
+                assert session is not None
+                uri = self._group_uris.get(event.group)
+                if uri is None:
+                    self.conn.send_failed(
+                        event.sock,
+                        event.group,
+                        UsageError(f"group id {event.group} was not prepared for sending"),
+                    )
+                    continue
+                try:
+                    middleware.send(session, event.sock, uri, event.payload)
+                except HamcastError as exc:
+                    self.conn.send_failed(event.sock, event.group, exc)
+            elif type(event) is RequestReceived:
+                self._request(event)
+            elif type(event) is HelloReceived:
+                session = self.session = middleware.open_session(self, event.pid, event.name)
+                self.conn.send_welcome(__version__)
+                logger.debug("session %d opened by pid %d (%s)", session.id, event.pid, event.name)
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is not None:
+            self.middleware.close_session(self.session)
+            logger.debug("session %d closed", self.session.id)
+        self._queues.clear()
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._drain_queues()
+        self._flush()
+
+    # --- requests --------------------------------------------------------------
+
+    def _request(self, event: RequestReceived) -> None:
+        assert self.session is not None
+        try:
+            results = self._dispatch(event.op, event.args)
+        except HamcastError as exc:
+            self.conn.send_error(event.request_id, exc)
+            return
+        self.conn.send_response(event.request_id, event.op, results)
+
+    def _dispatch(self, op: Op, args: list[Any]) -> list[Any]:
+        session = self.session
+        assert session is not None
+        mw = self.middleware
+        if op is Op.CREATE_SOCKET:
+            return [mw.create_socket(session, args[0])]
+        if op is Op.DELETE_SOCKET:
+            mw.delete_socket(session, args[0])
+            for name_id in self._prepared.pop(args[0], ()):
+                self.names.unpin(name_id)
+            return []
+        if op is Op.JOIN:
+            mw.join(session, args[0], URI.parse(args[1]))
+            return []
+        if op is Op.LEAVE:
+            mw.leave(session, args[0], URI.parse(args[1]))
+            return []
+        if op is Op.SRC_REGISTER:
+            return [mw.src_register(session, args[0], URI.parse(args[1]))]
+        if op is Op.SRC_DEREGISTER:
+            return [mw.src_deregister(session, args[0], URI.parse(args[1]))]
+        if op is Op.GET_INTERFACES:
+            return [mw.get_interfaces(session, args[0])]
+        if op is Op.ADD_INTERFACE:
+            mw.add_interface(session, args[0], args[1])
+            return []
+        if op is Op.DEL_INTERFACE:
+            mw.del_interface(session, args[0], args[1])
+            return []
+        if op is Op.SET_TTL:
+            mw.set_ttl(session, args[0], args[1], args[2])
+            return []
+        if op is Op.GET_TTL:
+            return [mw.get_ttl(session, args[0], args[1])]
+        if op is Op.ATOMIC_MSG_SIZE:
+            return [mw.atomic_msg_size(session, args[0])]
+        if op is Op.MAX_MSG_SIZE:
+            return [mw.max_msg_size(session, args[0])]
+        if op is Op.GROUP_SET:
+            return [[(str(e.group), int(e.role)) for e in mw.group_set(args[0])]]
+        if op is Op.NEIGHBOR_SET:
+            return [mw.neighbor_set(args[0])]
+        if op is Op.CHILDREN_SET:
+            return [mw.children_set(args[0], URI.parse(args[1]))]
+        if op is Op.PARENT_SET:
+            return [mw.parent_set(args[0], URI.parse(args[1]))]
+        if op is Op.DESIGNATED_HOST:
+            return [int(mw.designated_host(args[0], URI.parse(args[1])))]
+        if op is Op.ENABLE_EVENTS:
+            mw.enable_events(session, args[0])
+            return []
+        if op is Op.DISABLE_EVENTS:
+            mw.disable_events(session, args[0])
+            return []
+        if op is Op.LIST_INTERFACES:
+            return [[(i.index, i.name, i.address, i.technology) for i in mw.interfaces()]]
+        if op is Op.PREPARE_SEND:
+            return self._prepare_send(args[0], URI.parse(args[1]))
+        if op is Op.STATS:
+            s = mw.stats(session, args[0])
+            return [s.sent, s.received, s.dropped, s.send_failed]
+        if op is Op.DAEMON_INFO:
+            return [__version__, [t.name for t in mw.technologies]]
+        if op is Op.GROUPS:
+            return [
+                [
+                    (str(g.group), g.technology, g.interface, g.listeners, g.senders)
+                    for g in mw.groups()
+                ]
+            ]
+        raise UsageError(f"operation {op.name} is not implemented by this daemon")
+
+    def _prepare_send(self, sock: int, uri: URI) -> list[Any]:
+        assert self.session is not None
+        uri = uri.without_credentials()
+        limit = self.middleware.prepare_send(self.session, sock, uri)
+        name_id = self._name(NameKind.GROUP, uri.name)
+        prepared = self._prepared.setdefault(sock, set())
+        if name_id not in prepared:
+            self.names.pin(name_id)
+            prepared.add(name_id)
+        self._group_uris[name_id] = uri
+        return [name_id, limit]
+
+    def _name(self, kind: NameKind, text: str) -> int:
+        name_id, new = self.names.intern(kind, text)
+        if new:
+            self._group_uris.pop(name_id, None)
+            self.conn.send_name(name_id, kind, text)
+        return name_id
+
+    # --- SessionSink: what the core hands us -------------------------------------
+
+    def deliver(
+        self, sock: int, group: URI, source: str, iface: int, payload: bytes | memoryview
+    ) -> bool:
+        if self._paused or self._queues:
+            return self._enqueue(sock, (group, source, iface, bytes(payload)))
+        self.conn.send_data(
+            sock,
+            self._name(NameKind.GROUP, group.name),
+            self._name(NameKind.SOURCE, source),
+            iface,
+            payload,
+        )
+        self._schedule_flush()
+        return True
+
+    def event(self, sock: int, event: MembershipEvent) -> None:
+        kind = {MemberJoined: 1, MemberLeft: 2, SourceAppeared: 3}[type(event)]
+        group = self._name(NameKind.GROUP, event.group.name)
+        source = (
+            self._name(NameKind.SOURCE, event.source) if isinstance(event, SourceAppeared) else 0
+        )
+        self.conn.send_event(sock, kind, group, event.interface, source)
+        self._schedule_flush()
+
+    def _enqueue(self, sock: int, item: _Queued) -> bool:
+        queue = self._queues.get(sock)
+        if queue is None:
+            queue = self._queues[sock] = deque()
+            self._queued_bytes[sock] = 0
+        size = len(item[3])
+        if (
+            len(queue) >= self.config.queue_messages
+            or self._queued_bytes[sock] + size > self.config.queue_bytes
+        ):
+            return False
+        queue.append(item)
+        self._queued_bytes[sock] += size
+        return True
+
+    def _drain_queues(self) -> None:
+        # Round-robin over sockets so one busy socket cannot starve the others.
+        while self._queues and not self._paused:
+            for sock in list(self._queues):
+                queue = self._queues[sock]
+                group, source, iface, payload = queue.popleft()
+                self._queued_bytes[sock] -= len(payload)
+                if not queue:
+                    del self._queues[sock]
+                    del self._queued_bytes[sock]
+                self.conn.send_data(
+                    sock,
+                    self._name(NameKind.GROUP, group.name),
+                    self._name(NameKind.SOURCE, source),
+                    iface,
+                    payload,
+                )
+            self._flush()
+
+    # --- output ----------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self.conn.data_to_send()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(out)
+
+    def _abort(self, exc: Exception) -> None:
+        now = time.monotonic()
+        # Garbage from one client is worth a log line, not a log flood.
+        if now - self._error_log_at > 1.0:
+            self._error_log_at = now
+            who = f"session {self.session.id}" if self.session else "unopened session"
+            logger.error("closing %s: %s", who, exc)
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,180 @@
+"""The contract every technology module implements (DESIGN.md §5), and its registry.
+
+A technology module distributes groups over one kind of network (host-local
+delivery, native IP multicast, an overlay). The middleware core owns all
+per-socket and per-group state and calls a module only for what the network
+needs:
+
+* :meth:`Technology.join` / :meth:`Technology.leave` when the first / last
+  listener of a group on one of the module's interfaces comes / goes;
+* :meth:`Technology.src_register` / :meth:`Technology.src_deregister` likewise
+  for senders;
+* :meth:`Technology.send` for every message.
+
+Modules report upward only through the :class:`Upcalls` they are started with:
+received messages, membership they observe from *other* hosts, and changes of
+their interface list. Modules know nothing of each other.
+
+Modules are found by entry point (group ``hamcast.technologies``), so a new
+technology needs no change to the core or to applications. Service calls have
+harmless defaults: a module overrides those it can answer from real state.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.metadata
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from hamcast.errors import UsageError
+from hamcast.events import MembershipEvent
+from hamcast.model import GroupSetEntry
+from hamcast.uri import URI
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Technology",
+    "TechnologyInterface",
+    "Upcalls",
+    "available_technologies",
+    "load_technology",
+]
+
+ENTRY_POINT_GROUP = "hamcast.technologies"
+
+
+@dataclass(frozen=True, slots=True)
+class TechnologyInterface:
+    """One interface a module offers; ``key`` is unique and stable within the module."""
+
+    key: str
+    name: str
+    address: str
+
+
+class Upcalls(Protocol):
+    """What a module may tell the core. Call these from the event-loop thread only."""
+
+    def deliver(
+        self,
+        technology: Technology,
+        iface: str,
+        group: URI,
+        source: str,
+        payload: bytes | memoryview,
+    ) -> None:
+        """A message for ``group`` arrived on interface ``iface`` from ``source``."""
+
+    def membership(self, technology: Technology, iface: str, event: MembershipEvent) -> None:
+        """The module observed another host's membership change or a new source."""
+
+    def interfaces_changed(self, technology: Technology) -> None:
+        """The module's interface list changed; the core will call interfaces() again."""
+
+
+class Technology(abc.ABC):
+    """One distribution technology. Subclasses set :attr:`name`.
+
+    Methods other than :meth:`start` and :meth:`stop` are synchronous and must
+    not block: they run on the daemon's event loop. A method that cannot do
+    its job raises a :class:`hamcast.errors.HamcastError` subclass.
+    """
+
+    #: The name users select the module by (``--technologies NAME``).
+    name: ClassVar[str]
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        """``options`` is the module's table from the daemon's TOML config."""
+        self.options = dict(options or {})
+        self._upcalls: Upcalls | None = None
+
+    @property
+    def upcalls(self) -> Upcalls:
+        if self._upcalls is None:
+            raise RuntimeError(f"technology {self.name} used before start()")
+        return self._upcalls
+
+    async def start(self, upcalls: Upcalls) -> None:
+        """Acquire resources (sockets, timers). The default only remembers ``upcalls``."""
+        self._upcalls = upcalls
+
+    async def stop(self) -> None:  # noqa: B027 - a harmless default hook
+        """Release everything. Groups were already left by the core."""
+
+    # --- what the network needs ---------------------------------------------
+
+    @abc.abstractmethod
+    def interfaces(self) -> list[TechnologyInterface]:
+        """The interfaces this module offers now."""
+
+    @abc.abstractmethod
+    def can_serve(self, iface: str, group: URI) -> bool:
+        """Whether ``group`` can be distributed on ``iface`` at all."""
+
+    @abc.abstractmethod
+    def join(self, iface: str, group: URI) -> None:
+        """Start receiving ``group`` on ``iface``."""
+
+    @abc.abstractmethod
+    def leave(self, iface: str, group: URI) -> None:
+        """Stop receiving ``group`` on ``iface``."""
+
+    def src_register(self, iface: str, group: URI) -> None:  # noqa: B027
+        """Announce this host as a sender of ``group`` (raise if that fails)."""
+
+    def src_deregister(self, iface: str, group: URI) -> None:  # noqa: B027
+        """Withdraw the sender announcement."""
+
+    @abc.abstractmethod
+    def send(
+        self, iface: str, group: URI, payload: bytes | memoryview, ttl: int, origin: str
+    ) -> None:
+        """Send one message. ``origin`` names the local sending socket (``local:PID/SOCK``)."""
+
+    @abc.abstractmethod
+    def max_msg_size(self, iface: str) -> int:
+        """The largest message this module carries on ``iface`` (bytes)."""
+
+    def atomic_msg_size(self, iface: str) -> int:
+        """The largest message sent without fragmentation; default: the maximum."""
+        return self.max_msg_size(iface)
+
+    # --- service calls (RFC 7046 §5.4); defaults answer "nothing known" --------
+
+    def group_set(self, iface: str) -> list[GroupSetEntry]:
+        """Groups on ``iface`` the module knows of beyond this host's own."""
+        return []
+
+    def neighbor_set(self, iface: str) -> list[str]:
+        """Multicast-routing neighbours on ``iface`` (routers, overlay peers)."""
+        return []
+
+    def children_set(self, iface: str, group: URI) -> list[str]:
+        """Downstream nodes of ``group``'s distribution tree at this host."""
+        return []
+
+    def parent_set(self, iface: str, group: URI) -> list[str]:
+        """Upstream nodes of ``group``'s distribution tree at this host."""
+        return []
+
+    def designated_host(self, iface: str, group: URI) -> bool:
+        """Whether this host is the designated forwarder for ``group`` on ``iface``."""
+        return True
+
+
+def available_technologies() -> dict[str, importlib.metadata.EntryPoint]:
+    """The technology modules installed, by name."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_technology(name: str, options: dict[str, Any] | None = None) -> Technology:
+    """Instantiate the module registered as ``name``; unknown names list the known ones."""
+    found = available_technologies()
+    if name not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise UsageError(f"unknown technology {name!r}; installed: {known}")
+    cls = found[name].load()
+    if not (isinstance(cls, type) and issubclass(cls, Technology)):
+        raise UsageError(f"entry point {name!r} does not name a Technology subclass")
+    return cls(options)
