@@ -328,7 +328,8 @@ class MulticastSocket:
     async def stats(self) -> SocketStats:
         _, queues = self._state()
         sent, received, dropped, failed = await self._call(Op.STATS, self._id)
-        return SocketStats(sent, received, dropped + queues.dropped, failed)
+        local = queues.dropped
+        return SocketStats(sent, received - local, dropped + local, failed)
 
     async def daemon_info(self) -> tuple[str, list[str]]:
         version, technologies = await self._call(Op.DAEMON_INFO)

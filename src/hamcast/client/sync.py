@@ -383,9 +383,14 @@ class MulticastSocket:
         return result
 
     def stats(self) -> SocketStats:
-        """Counters of this socket; ``dropped`` includes drops in this process."""
+        """Counters of this socket.
+
+        ``dropped`` counts messages lost in the daemon and in this process's
+        bounded queue; ``received`` those that reached this process's queue.
+        """
         sent, received, dropped, failed = self._call(Op.STATS, self._id)
-        return SocketStats(sent, received, dropped + self._queues.dropped, failed)
+        local = self._queues.dropped
+        return SocketStats(sent, received - local, dropped + local, failed)
 
     def daemon_info(self) -> tuple[str, list[str]]:
         """The middleware's version and its technology modules."""

@@ -1,0 +1,79 @@
+"""Shared fixtures: real daemon processes on a private Unix socket."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+READY_TIMEOUT = 15.0
+
+
+@dataclass
+class DaemonProcess:
+    """A ``hamcast daemon`` child process and its socket path."""
+
+    process: subprocess.Popen[bytes]
+    socket: str
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def answers(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def wait_until(condition: object, timeout: float, what: str) -> None:
+    """Poll ``condition()`` (a real process's readiness) until a bounded deadline."""
+    assert callable(condition)
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def start_daemon(path: str, *extra: str) -> DaemonProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hamcast.cli", "daemon", "--socket", path, *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    daemon = DaemonProcess(process, path)
+    try:
+        wait_until(lambda: answers(path) or process.poll() is not None, READY_TIMEOUT, "daemon")
+    except AssertionError:
+        daemon.stop(signal.SIGKILL)
+        raise
+    if process.poll() is not None:
+        err = process.stderr.read().decode() if process.stderr else ""
+        raise AssertionError(f"daemon exited with {process.returncode}: {err}")
+    return daemon
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """A fresh daemon with the ``local`` technology, stopped after the test."""
+    proc = start_daemon(str(tmp_path / "hamcastd.sock"))
+    yield proc
+    proc.stop(signal.SIGKILL) if proc.process.poll() is None else None
