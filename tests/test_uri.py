@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import pickle
 import string
+from typing import Literal
 
 import pytest
 from hypothesis import assume, given
@@ -354,16 +355,16 @@ credentials = st.none() | st.builds(
 def uris(draw: st.DrawFn) -> URI:
     """Valid URIs of any namespace, built from fields."""
     if draw(st.booleans()):
-        version = draw(st.sampled_from([4, 6]))
+        version: Literal[4, 6] = draw(st.sampled_from([4, 6]))
         network = "224.0.0.0/4" if version == 4 else "ff00::/8"
-        group = draw(st.ip_addresses(v=version, network=network))
+        address = draw(st.ip_addresses(v=version, network=network))
         source = draw(
             st.none()
             | st.ip_addresses(v=version).filter(
                 lambda a: not (a.is_multicast or a.is_unspecified or str(a) == "255.255.255.255")
             )
         )
-        u = URI.for_ip(group, draw(ports), source)
+        u = URI.for_ip(address, draw(ports), source)
         cred = draw(credentials)
         return URI(u.namespace, u.group, u.instantiation, u.port, cred)
     group = draw(st.just("*") | names)
