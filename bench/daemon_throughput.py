@@ -216,8 +216,10 @@ def main() -> int:
     if args.json:
         print(json.dumps(records, indent=2))
         return 0
-    print(f"{'mode':8} {'size':>6} {'send kpps':>10} {'recv kpps':>10} {'loss':>6} "
-          f"{'send/raw':>9} {'recv/raw':>9}")
+    print(
+        f"{'mode':8} {'size':>6} {'send kpps':>10} {'recv kpps':>10} {'loss':>6} "
+        f"{'send/raw':>9} {'recv/raw':>9}"
+    )
     for r in sorted(records, key=lambda r: (r["size"], r["mode"] != "raw")):
         print(
             f"{r['mode']:8} {r['size']:>6} {r['send_pps'] / 1e3:>10.1f} "

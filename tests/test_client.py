@@ -38,7 +38,11 @@ def test_receive_variants() -> None:
         s.send(GROUP, bytearray(b"two"))
         s.send(GROUP, memoryview(b"three"))
         first = s.receive(timeout=5)
-        assert (first.group, first.payload, first.interface) == (hamcast.URI.parse(GROUP), b"one", 1)
+        assert (first.group, first.payload, first.interface) == (
+            hamcast.URI.parse(GROUP),
+            b"one",
+            1,
+        )
         got = [s.receive(timeout=5).payload for _ in range(2)]
         assert got == [b"two", b"three"]
 
@@ -93,9 +97,10 @@ def test_event_callback_runs_on_its_own_thread() -> None:
         if len(events) == 2:
             done.set()
 
-    with hamcast.MulticastSocket(embedded=True) as watcher, hamcast.MulticastSocket(
-        embedded=True
-    ) as member:
+    with (
+        hamcast.MulticastSocket(embedded=True) as watcher,
+        hamcast.MulticastSocket(embedded=True) as member,
+    ):
         watcher.enable_events(on_event)
         member.join(GROUP)
         member.send(GROUP, b"x")

@@ -219,7 +219,7 @@ def test_ttl_per_interface(mw: Middleware) -> None:
 
 
 def test_interfaces_can_be_added_and_removed(mw: Middleware) -> None:
-    s, sink = session(mw)
+    s, _ = session(mw)
     sock = mw.create_socket(s, [1])
     mw.add_interface(s, sock, 2)
     assert mw.get_interfaces(s, sock) == [1, 2]
@@ -344,8 +344,9 @@ def test_unknown_socket_and_foreign_socket_are_errors(mw: Middleware) -> None:
 
 
 def test_socket_and_group_limits(mw: Middleware) -> None:
-    small = started(LocalTechnology(), config=CoreConfig(max_sockets_per_session=2,
-                                                         max_groups_per_socket=2))
+    small = started(
+        LocalTechnology(), config=CoreConfig(max_sockets_per_session=2, max_groups_per_socket=2)
+    )
     s, _ = session(small)
     sock = small.create_socket(s)
     small.create_socket(s)

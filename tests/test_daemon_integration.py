@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -159,7 +160,7 @@ def test_slow_receiver_loses_counted_messages_and_daemon_stays_bounded(
         assert stats.dropped > 0, "30 MB cannot all wait in bounded queues"
         assert stats.received + stats.dropped == total
         assert received == stats.received
-    status = open(f"/proc/{daemon.process.pid}/status").read()
+    status = Path(f"/proc/{daemon.process.pid}/status").read_text()
     rss_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
     assert rss_kib < 200 * 1024, f"daemon peak RSS {rss_kib} KiB"
 
