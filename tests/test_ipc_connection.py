@@ -133,11 +133,6 @@ def test_server_refuses_versions_without_1(low: int, high: int) -> None:
     assert length >= 15
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ServerConnection._hello frames the refusal WELCOME without its text: "
-    "the text's bytes follow the frame as garbage",
-)
 def test_refusal_welcome_is_one_frame_the_client_understands() -> None:
     server = ServerConnection(1)
     with pytest.raises(ProtocolError):

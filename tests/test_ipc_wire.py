@@ -109,11 +109,6 @@ def test_bodies_stay_valid_after_later_feeds() -> None:
     assert bytes(first) == b"first"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FrameReader.feed returns memoryviews into the caller's bytearray, "
-    "not into immutable bytes as its docstring promises",
-)
 def test_bodies_survive_reuse_of_the_fed_buffer() -> None:
     buffer = bytearray(frame(1, b"hello"))
     [(_, body)] = FrameReader().feed(buffer)

@@ -40,21 +40,29 @@ __all__ = [
 SOCKET_ENV = "HAMCAST_SOCKET"
 
 
-def default_socket_path() -> str:
+SYSTEM_SOCKET = "/run/hamcast/hamcastd.sock"
+
+
+def default_socket_path(*, client: bool = False) -> str:
     """The IPC socket path: ``$HAMCAST_SOCKET``, else a per-user runtime path.
 
     Root uses ``/run/hamcast/hamcastd.sock``; other users
     ``$XDG_RUNTIME_DIR/hamcast/hamcastd.sock``, falling back to
-    ``/tmp/hamcast-UID/hamcastd.sock`` when no runtime directory is set.
+    ``/tmp/hamcast-UID/hamcastd.sock`` when no runtime directory is set. A
+    ``client`` of another user whose own path has no socket uses the system
+    daemon's path when that one exists.
     """
     env = os.environ.get(SOCKET_ENV)
     if env:
         return env
     if os.geteuid() == 0:
-        return "/run/hamcast/hamcastd.sock"
+        return SYSTEM_SOCKET
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     base = Path(runtime) / "hamcast" if runtime else Path(f"/tmp/hamcast-{os.geteuid()}")
-    return str(base / "hamcastd.sock")
+    own = str(base / "hamcastd.sock")
+    if client and not os.path.exists(own) and os.path.exists(SYSTEM_SOCKET):
+        return SYSTEM_SOCKET
+    return own
 
 
 @dataclass(slots=True)

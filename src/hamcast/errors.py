@@ -64,6 +64,10 @@ class InvalidURIError(UsageError, ValueError):
     """
 
     code = 101
+    # Class-level defaults: an error re-raised from the IPC wire carries only its message.
+    reason: str = ""
+    text: str = ""
+    position: int | None = None
 
     def __init__(self, reason: str, text: str = "", position: int = 0) -> None:
         self.reason = reason
@@ -79,6 +83,8 @@ class MessageTooLongError(UsageError):
 
     code = 102
     errno = errno.EMSGSIZE
+    size: int | None = None
+    limit: int | None = None
 
     def __init__(self, size: int, limit: int) -> None:
         self.size = size

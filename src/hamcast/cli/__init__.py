@@ -1,0 +1,1 @@
+"""The ``hamcast`` command line (``hamcast.cli.main``); docs/cli.md describes it."""

@@ -27,7 +27,7 @@ def open_stream(socket_path: str | None, embedded: bool | None) -> tuple[socket.
         from hamcast.client.embedded import embedded_runtime
 
         return embedded_runtime().connect(), "embedded"
-    path = socket_path or default_socket_path()
+    path = socket_path or default_socket_path(client=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)

@@ -14,7 +14,13 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from hamcast.errors import DaemonUnavailableError, HamcastError, MessageTooLongError
+from hamcast.errors import (
+    DaemonUnavailableError,
+    HamcastError,
+    InvalidURIError,
+    MessageTooLongError,
+    ProtocolError,
+)
 from hamcast.events import EventKind, MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
 from hamcast.ipc.connection import ClientConnection
 from hamcast.ipc.events import (
@@ -84,9 +90,13 @@ class Demux:
         """Decode bytes read from the daemon; malformed input marks the connection broken."""
         try:
             events = self.conn.receive_data(data)
+            self._file(events)
         except HamcastError as exc:
             self.error = exc
-            return
+        except KeyError as exc:
+            self.error = ProtocolError(f"the daemon used name id {exc} before defining it")
+
+    def _file(self, events: list[Any]) -> None:
         sockets = self.sockets
         for event in events:
             if type(event) is DataReceived:
@@ -99,7 +109,7 @@ class Demux:
                 queues.messages.append(
                     Message(
                         self._group(event.group),
-                        self._names.get(event.source, "?"),
+                        self._names[event.source],
                         bytes(event.payload),
                         event.interface,
                     )
@@ -112,7 +122,9 @@ class Demux:
             elif type(event) is EventReceived:
                 queues = sockets.get(event.sock)
                 if queues is not None and len(queues.events) < queues.max_queue:
-                    queues.events.append(self._event(event))
+                    membership = self._event(event)
+                    if membership is not None:
+                        queues.events.append(membership)
             elif type(event) is SendFailed:
                 queues = sockets.get(event.sock)
                 if queues is not None:
@@ -123,16 +135,22 @@ class Demux:
     def _group(self, name_id: int) -> URI:
         uri = self._groups.get(name_id)
         if uri is None:
-            uri = self._groups[name_id] = URI.parse(self._names[name_id])
+            try:
+                uri = URI.parse(self._names[name_id])
+            except InvalidURIError as exc:
+                raise ProtocolError(f"the daemon named a group with a bad URI: {exc}") from None
+            self._groups[name_id] = uri
         return uri
 
-    def _event(self, event: EventReceived) -> MembershipEvent:
+    def _event(self, event: EventReceived) -> MembershipEvent | None:
         group = self._group(event.group)
         if event.kind == EventKind.JOIN:
             return MemberJoined(group, event.interface)
         if event.kind == EventKind.LEAVE:
             return MemberLeft(group, event.interface)
-        return SourceAppeared(group, event.interface, self._names.get(event.source, "?"))
+        if event.kind == EventKind.NEW_SOURCE:
+            return SourceAppeared(group, event.interface, self._names[event.source])
+        return None  # a kind from a newer daemon: skip it
 
     def send_frame(
         self,

@@ -41,7 +41,6 @@ class Daemon:
             ]
         self.middleware = Middleware(technologies, config.core)
         self._sessions: set[ClientSession] = set()
-        self._next_session = 1
         self._server: asyncio.Server | None = None
         self._stopping: asyncio.Event | None = None
         self.ready = asyncio.Event()
@@ -49,10 +48,7 @@ class Daemon:
     # --- sessions ----------------------------------------------------------------
 
     def _new_session(self) -> ClientSession:
-        session = ClientSession(
-            self.middleware, self.config.session, self._next_session, self._sessions.discard
-        )
-        self._next_session += 1
+        session = ClientSession(self.middleware, self.config.session, self._sessions.discard)
         self._sessions.add(session)
         return session
 
@@ -70,9 +66,14 @@ class Daemon:
         if listen:
             path = self.config.socket
             _prepare_socket_path(path)
-            self._server = await asyncio.get_running_loop().create_unix_server(
-                self._new_session, path=path
-            )
+            # The socket must never exist with looser permissions than configured.
+            old_umask = os.umask(0o777 & ~self.config.socket_mode)
+            try:
+                self._server = await asyncio.get_running_loop().create_unix_server(
+                    self._new_session, path=path
+                )
+            finally:
+                os.umask(old_umask)
             os.chmod(path, self.config.socket_mode)
             logger.info(
                 "hamcastd listening on %s with %s",
@@ -119,9 +120,13 @@ def _prepare_socket_path(path: str) -> None:
     """Make the socket's folder; refuse if a live daemon owns the path, remove a stale one."""
     parent = Path(path).parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        owner = parent.stat().st_uid
     except OSError as exc:
         raise UsageError(f"cannot create {parent} for the IPC socket: {exc.strerror}") from None
+    if owner not in (os.geteuid(), 0):
+        # Someone else made the folder first (e.g. /tmp/hamcast-UID): they could swap the socket.
+        raise UsageError(f"{parent} belongs to user {owner}, not to us; choose another --socket")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:

@@ -26,7 +26,7 @@ from hamcast import __version__
 from hamcast.config import SessionConfig
 from hamcast.core.middleware import Middleware, Session
 from hamcast.errors import HamcastError, ProtocolError, UsageError
-from hamcast.events import MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.events import EventKind, MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
 from hamcast.ipc.connection import ServerConnection
 from hamcast.ipc.events import HelloReceived, RequestReceived, SendReceived
 from hamcast.ipc.names import NameTable
@@ -39,6 +39,11 @@ __all__ = ["ClientSession"]
 logger = logging.getLogger(__name__)
 
 _Queued = tuple[URI, str, int, bytes]
+_EVENT_KINDS = {
+    MemberJoined: EventKind.JOIN,
+    MemberLeft: EventKind.LEAVE,
+    SourceAppeared: EventKind.NEW_SOURCE,
+}
 
 
 class ClientSession(asyncio.Protocol):
@@ -48,12 +53,11 @@ class ClientSession(asyncio.Protocol):
         self,
         middleware: Middleware,
         config: SessionConfig,
-        session_id: int,
         on_close: Callable[[ClientSession], None] | None = None,
     ) -> None:
         self.middleware = middleware
         self.config = config
-        self.conn = ServerConnection(session_id)
+        self.conn = ServerConnection()
         self.names = NameTable(config.max_names)
         self.session: Session | None = None
         self.transport: asyncio.Transport | None = None
@@ -62,7 +66,7 @@ class ClientSession(asyncio.Protocol):
         self._prepared: dict[int, set[int]] = {}
         self._paused = False
         self._flush_scheduled = False
-        self._queues: dict[int, deque[_Queued]] = {}
+        self._queues: dict[int, deque[_Queued | MembershipEvent]] = {}
         self._queued_bytes: dict[int, int] = {}
         self._loop = asyncio.get_running_loop()
         self._error_log_at = 0.0
@@ -86,7 +90,7 @@ class ClientSession(asyncio.Protocol):
             if type(event) is SendReceived:
                 assert session is not None
                 uri = self._group_uris.get(event.group)
-                if uri is None:
+                if uri is None or event.group not in self._prepared.get(event.sock, ()):
                     self.conn.send_failed(
                         event.sock,
                         event.group,
@@ -101,9 +105,19 @@ class ClientSession(asyncio.Protocol):
                 self._request(event)
             elif type(event) is HelloReceived:
                 session = self.session = middleware.open_session(self, event.pid, event.name)
+                self.conn.session_id = session.id
                 self.conn.send_welcome(__version__)
                 logger.debug("session %d opened by pid %d (%s)", session.id, event.pid, event.name)
         self._flush()
+        transport = self.transport
+        if (
+            self._paused
+            and transport is not None
+            and transport.get_write_buffer_size() > 4 * self.config.write_high_water
+        ):
+            # Only answers to its own requests can pile up here (data waits in
+            # the bounded queues): stop reading until the client reads.
+            transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:
@@ -118,6 +132,8 @@ class ClientSession(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
         self._drain_queues()
         self._flush()
 
@@ -211,6 +227,13 @@ class ClientSession(asyncio.Protocol):
         name_id = self._name(NameKind.GROUP, uri.name)
         prepared = self._prepared.setdefault(sock, set())
         if name_id not in prepared:
+            if (
+                not self.names.pinned(name_id)
+                and self.names.pinned_count >= self.names.capacity - 2
+            ):
+                raise UsageError(
+                    f"this session already sends to {self.names.pinned_count} groups, the maximum"
+                )
             self.names.pin(name_id)
             prepared.add(name_id)
         self._group_uris[name_id] = uri
@@ -230,31 +253,47 @@ class ClientSession(asyncio.Protocol):
     ) -> bool:
         if self._paused or self._queues:
             return self._enqueue(sock, (group, source, iface, bytes(payload)))
-        self.conn.send_data(
-            sock,
-            self._name(NameKind.GROUP, group.name),
-            self._name(NameKind.SOURCE, source),
-            iface,
-            payload,
-        )
+        if not self._send_data(sock, group, source, iface, payload):
+            return False
         self._schedule_flush()
         return True
 
+    def _send_data(
+        self, sock: int, group: URI, source: str, iface: int, payload: bytes | memoryview
+    ) -> bool:
+        try:
+            group_id = self._name(NameKind.GROUP, group.name)
+            source_id = self._name(NameKind.SOURCE, source)
+        except UsageError:
+            return False  # every name id is pinned for sending: count it as a drop
+        self.conn.send_data(sock, group_id, source_id, iface, payload)
+        return True
+
     def event(self, sock: int, event: MembershipEvent) -> None:
-        kind = {MemberJoined: 1, MemberLeft: 2, SourceAppeared: 3}[type(event)]
-        group = self._name(NameKind.GROUP, event.group.name)
-        source = (
-            self._name(NameKind.SOURCE, event.source) if isinstance(event, SourceAppeared) else 0
-        )
-        self.conn.send_event(sock, kind, group, event.interface, source)
+        if self._paused or self._queues:
+            self._enqueue(sock, event)
+            return
+        self._send_event(sock, event)
         self._schedule_flush()
 
-    def _enqueue(self, sock: int, item: _Queued) -> bool:
+    def _send_event(self, sock: int, event: MembershipEvent) -> None:
+        try:
+            group = self._name(NameKind.GROUP, event.group.name)
+            source = (
+                self._name(NameKind.SOURCE, event.source)
+                if isinstance(event, SourceAppeared)
+                else 0
+            )
+        except UsageError:
+            return  # no name id free: the event is lost, like a dropped message
+        self.conn.send_event(sock, _EVENT_KINDS[type(event)], group, event.interface, source)
+
+    def _enqueue(self, sock: int, item: _Queued | MembershipEvent) -> bool:
         queue = self._queues.get(sock)
         if queue is None:
             queue = self._queues[sock] = deque()
             self._queued_bytes[sock] = 0
-        size = len(item[3])
+        size = len(item[3]) if isinstance(item, tuple) else 0
         if (
             len(queue) >= self.config.queue_messages
             or self._queued_bytes[sock] + size > self.config.queue_bytes
@@ -265,22 +304,21 @@ class ClientSession(asyncio.Protocol):
         return True
 
     def _drain_queues(self) -> None:
-        # Round-robin over sockets so one busy socket cannot starve the others.
+        # Round-robin over sockets, a slice each, so one busy socket cannot starve the others.
         while self._queues and not self._paused:
             for sock in list(self._queues):
                 queue = self._queues[sock]
-                group, source, iface, payload = queue.popleft()
-                self._queued_bytes[sock] -= len(payload)
+                for _ in range(min(len(queue), 64)):
+                    item = queue.popleft()
+                    if isinstance(item, tuple):
+                        group, source, iface, payload = item
+                        self._queued_bytes[sock] -= len(payload)
+                        self._send_data(sock, group, source, iface, payload)
+                    else:
+                        self._send_event(sock, item)
                 if not queue:
                     del self._queues[sock]
                     del self._queued_bytes[sock]
-                self.conn.send_data(
-                    sock,
-                    self._name(NameKind.GROUP, group.name),
-                    self._name(NameKind.SOURCE, source),
-                    iface,
-                    payload,
-                )
             self._flush()
 
     # --- output ----------------------------------------------------------------

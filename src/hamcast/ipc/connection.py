@@ -114,8 +114,9 @@ class ServerConnection(_Endpoint):
     :meth:`send_error`, received messages with :meth:`send_data`.
     """
 
-    def __init__(self, session_id: int, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, session_id: int = 0, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         super().__init__(max_frame)
+        #: Sent in WELCOME; the daemon sets it to the core's session id after HELLO.
         self.session_id = session_id
         self.max_frame = max_frame
         self.state = ConnectionState.AWAITING_HELLO
@@ -149,9 +150,12 @@ class ServerConnection(_Endpoint):
         except ProtocolError as exc:
             raise self._fail(f"bad HELLO: {exc}") from None
         if not low <= PROTOCOL_VERSION <= high:
+            refusal = encode_values("S", [f"daemon speaks IPC version {PROTOCOL_VERSION} only"])
             self._out.append(
-                _frame(FrameType.WELCOME, _WELCOME.pack(DAEMON_MAGIC, 0, 0, self.max_frame))
-                + encode_values("S", [f"daemon speaks IPC version {PROTOCOL_VERSION} only"])
+                _frame(
+                    FrameType.WELCOME,
+                    _WELCOME.pack(DAEMON_MAGIC, 0, 0, self.max_frame) + refusal,
+                )
             )
             raise self._fail(
                 f"client speaks IPC versions {low}..{high}, we need {PROTOCOL_VERSION}"

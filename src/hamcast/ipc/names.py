@@ -80,3 +80,8 @@ class NameTable:
 
     def pinned(self, name_id: int) -> bool:
         return name_id in self._pins
+
+    @property
+    def pinned_count(self) -> int:
+        """How many ids are pinned now."""
+        return len(self._pins)

@@ -129,6 +129,9 @@ class FrameReader:
                 return []
             data = bytes(self._pending)
             self._pending = bytearray()
+        elif type(data) is not bytes:
+            # Bodies must outlive the caller's (possibly reused) read buffer.
+            data = bytes(data)
         view = memoryview(data)
         end = len(view)
         pos = 0
@@ -213,7 +216,7 @@ def _encode(fields: list[Any], values: Sequence[Any], out: bytearray) -> None:
 
 
 def encode_values(sig: Signature, values: Sequence[Any]) -> bytes:
-    """Encode ``values`` by ``sig``. A one-field list element may be given bare."""
+    """Encode ``values`` by ``sig``. A one-field list's elements are given bare."""
     out = bytearray()
     _encode(_compiled(sig), values, out)
     return bytes(out)

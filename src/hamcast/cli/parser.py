@@ -1,0 +1,255 @@
+"""The command line's grammar: every command, option and help text (docs/cli.md).
+
+The global options (``--socket``, ``--embedded``, ``--daemon-only``,
+``--json``, ``--quiet``) may come before or after the command name. They are
+declared on the top-level parser and again on each command's parser with
+``argparse.SUPPRESS`` defaults: a command's parser then sets only what was
+actually given after the command name, without overwriting what was given
+before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from hamcast import __version__
+from hamcast.cli import commands, streams
+from hamcast.cli.daemon import LOG_LEVELS
+
+__all__ = ["build_parser"]
+
+_DESCRIPTION = """\
+Transparent hybrid multicast (RFC 7046) from the shell: send to and receive
+from ham: groups, inspect the middleware, and run the daemon.
+Client commands use the daemon if one answers and an embedded middleware
+otherwise; see docs/cli.md."""
+
+_EPILOG = """\
+exit codes: 0 success, 1 failure (no daemon, timeout, ...), 2 usage error
+(bad option, bad URI, message too long, ...), 130 interrupted."""
+
+
+def _number(
+    kind: Callable[[str], float], what: str, minimum: float, maximum: float = float("inf")
+) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        # "not minimum <= value <= maximum" also refuses NaN.
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, "a positive integer", 1)
+_size = _number(int, "a size in bytes (0 or more)", 0)
+_ttl = _number(int, "a TTL (0 to 255)", 0, 255)
+# Bounded because socket timeouts must fit a C timeval; 1e7 s is 115 days.
+_seconds = _number(float, "a number of seconds (0 to 1e7)", 0, 1e7)
+_rate = _number(float, "a positive number of messages per second", 1e-9)
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # On command parsers, SUPPRESS leaves an option unset unless given there,
+    # so the value given before the command name survives.
+    default = None if top else argparse.SUPPRESS
+    flag_default = False if top else argparse.SUPPRESS
+    group = parser.add_argument_group("middleware and output options")
+    group.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=default,
+        help="the daemon's IPC socket (default: $HAMCAST_SOCKET, else the per-user default)",
+    )
+    mode = group.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--embedded",
+        dest="embedded",
+        action="store_const",
+        const=True,
+        default=default,
+        help="run the middleware inside this command instead of using a daemon",
+    )
+    mode.add_argument(
+        "--daemon-only",
+        dest="embedded",
+        action="store_const",
+        const=False,
+        default=default,
+        help="require a daemon; fail instead of falling back to an embedded middleware",
+    )
+    group.add_argument(
+        "--json",
+        action="store_true",
+        default=flag_default,
+        help="print JSON for programs instead of tables",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=flag_default,
+        help="no notes or status lines on standard error, no send summary",
+    )
+
+
+def _command(
+    commands_: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    run: Callable[..., int],
+    help_text: str,
+) -> argparse.ArgumentParser:
+    parser = commands_.add_parser(name, help=help_text, description=help_text)
+    _add_global_options(parser, top=False)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _interface_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--interface",
+        metavar="N",
+        type=_positive_int,
+        help="only the interface with index N (default: every interface)",
+    )
+
+
+def _uri_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("uri", metavar="URI", help="a ham: group name, e.g. ham:opaque:news")
+
+
+def _until_options(parser: argparse.ArgumentParser, noun: str) -> None:
+    parser.add_argument(
+        "--count", metavar="N", type=_positive_int, help=f"exit 0 after N {noun} (default: never)"
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        help=f"exit 1 if the {noun} have not all arrived SECONDS after the start",
+    )
+
+
+def build_parser(prog: str = "hamcast", daemon_prog: str | None = None) -> argparse.ArgumentParser:
+    """The ``hamcast`` argument parser.
+
+    ``command`` is the command's name; every client command also sets ``run``
+    to its function, ``run(args, output) -> exit code``.
+
+    ``daemon_prog`` names the daemon command in its usage line (``hamcastd``
+    rather than ``hamcast daemon``).
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_global_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    daemon = sub.add_parser(
+        "daemon",
+        prog=daemon_prog or f"{prog} daemon",
+        help="run the hamcast daemon in the foreground (until SIGTERM or SIGINT)",
+        description="Run the hamcast daemon in the foreground until SIGTERM or SIGINT."
+        " Settings: defaults, then --config, then the other flags.",
+    )
+    daemon.add_argument(
+        "--socket",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="IPC socket to listen on (default: $HAMCAST_SOCKET, else the config's, else the"
+        " per-user default)",
+    )
+    daemon.add_argument("--config", metavar="FILE", help="a TOML config file (docs/cli.md)")
+    daemon.add_argument(
+        "--technologies",
+        metavar="A,B",
+        help="comma-separated technology modules to load (default: the config's, else local)",
+    )
+    daemon.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        help=f"log to standard error at this level: {', '.join(LOG_LEVELS)} (default: info)",
+    )
+
+    send = _command(sub, "send", streams.send_command, "send messages to a group")
+    _uri_argument(send)
+    send.add_argument(
+        "message",
+        metavar="MESSAGE",
+        nargs="?",
+        help="the message text (default: all of standard input, or --size padding)",
+    )
+    send.add_argument(
+        "--count",
+        metavar="N",
+        type=_positive_int,
+        help="send the message N times (with --lines: at most N lines); default 1",
+    )
+    send.add_argument(
+        "--size",
+        metavar="BYTES",
+        type=_size,
+        help="pad each message with '.' to BYTES (without MESSAGE: BYTES of '.')",
+    )
+    send.add_argument(
+        "--rate",
+        metavar="PER_SECOND",
+        type=_rate,
+        help="send at most PER_SECOND messages per second (default: as fast as possible)",
+    )
+    send.add_argument(
+        "--ttl", metavar="N", type=_ttl, help="TTL / hop limit of the messages (0 to 255)"
+    )
+    send.add_argument(
+        "--lines",
+        action="store_true",
+        help="send each line of standard input as one message (without its line ending)",
+    )
+
+    recv = _command(sub, "recv", streams.recv_command, "join a group and print what arrives")
+    _uri_argument(recv)
+    _until_options(recv, "messages")
+
+    events = _command(
+        sub, "events", streams.events_command, "print membership events (join, leave, new source)"
+    )
+    _until_options(events, "events")
+
+    map_ = _command(
+        sub, "map", commands.map_command, "show a URI's parts and the addresses it maps to"
+    )
+    _uri_argument(map_)
+
+    _command(sub, "info", commands.info_command, "which middleware answers, version, technologies")
+    _command(sub, "interfaces", commands.interfaces_command, "list the middleware's interfaces")
+    _command(sub, "groups", commands.groups_command, "list active groups and their members")
+
+    neighbors = _command(
+        sub, "neighbors", commands.neighbors_command, "multicast neighbours (neighborSet)"
+    )
+    _interface_option(neighbors)
+    for name, run, text in (
+        ("children", commands.children_command, "the group's children in its tree (childrenSet)"),
+        ("parents", commands.parents_command, "the group's parents in its tree (parentSet)"),
+        (
+            "designated",
+            commands.designated_command,
+            "whether this host is the group's designated host (designatedHost)",
+        ),
+    ):
+        parser_ = _command(sub, name, run, text)
+        _uri_argument(parser_)
+        _interface_option(parser_)
+    return parser
