@@ -23,6 +23,7 @@ class DaemonProcess:
 
     process: subprocess.Popen[bytes]
     socket: str
+    log: Path
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         if self.process.poll() is None:
@@ -53,21 +54,24 @@ def wait_until(condition: object, timeout: float, what: str) -> None:
 
 def start_daemon(path: str, *extra: str) -> DaemonProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hamcast.cli", "daemon", "--socket", path, *extra],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    daemon = DaemonProcess(process, path)
+    # A file, not a pipe: nobody reads the log while the test runs, and a full
+    # pipe would stall the daemon.
+    log = Path(path).with_suffix(".log")
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hamcast.cli", "daemon", "--socket", path, *extra],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    daemon = DaemonProcess(process, path, log)
     try:
         wait_until(lambda: answers(path) or process.poll() is not None, READY_TIMEOUT, "daemon")
     except AssertionError:
         daemon.stop(signal.SIGKILL)
         raise
     if process.poll() is not None:
-        err = process.stderr.read().decode() if process.stderr else ""
-        raise AssertionError(f"daemon exited with {process.returncode}: {err}")
+        raise AssertionError(f"daemon exited with {process.returncode}: {log.read_text()}")
     return daemon
 
 
@@ -76,4 +80,5 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     """A fresh daemon with the ``local`` technology, stopped after the test."""
     proc = start_daemon(str(tmp_path / "hamcastd.sock"))
     yield proc
-    proc.stop(signal.SIGKILL) if proc.process.poll() is None else None
+    if proc.process.poll() is None:
+        proc.stop(signal.SIGKILL)

@@ -133,6 +133,7 @@ def test_vanished_client_has_its_state_released(daemon: DaemonProcess) -> None:
         assert [(str(g.group), g.listeners) for g in s.groups()] == [(GROUP, 1)]
         member.kill()
         member.wait()
+        member.stdout.close()
         wait_until(lambda: s.groups() == [], 10, "the daemon to forget the dead client")
 
 
