@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hamcast.errors import UsageError
 from hamcast.technologies.base import Technology, TechnologyInterface
 from hamcast.uri import URI
 
@@ -33,7 +34,7 @@ class LocalTechnology(Technology):
         super().__init__(options)
         self._max_msg_size = int(self.options.get("max_msg_size", 65507))
         if not 1 <= self._max_msg_size <= 1 << 20:
-            raise ValueError("local.max_msg_size must be between 1 and 1048576 bytes")
+            raise UsageError("[technology.local] max_msg_size must be 1 to 1048576 bytes")
 
     def interfaces(self) -> list[TechnologyInterface]:
         return [_IFACE]
