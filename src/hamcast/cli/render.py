@@ -61,7 +61,8 @@ class Output:
         if self._console is None:
             # highlight=False: rich would otherwise colour numbers and
             # addresses inside payloads and group names at random.
-            self._console = Console(file=sys.stdout, highlight=False)
+            # markup=False: group names like ham:ip:[ff15::1]:5000 must print as written.
+            self._console = Console(file=sys.stdout, highlight=False, markup=False)
         return self._console
 
     def json_document(self, value: Any) -> None:

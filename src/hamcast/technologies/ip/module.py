@@ -1,0 +1,320 @@
+"""The ``ip`` technology: native IPv4 and IPv6 multicast, any-source and source-specific.
+
+One hamcast interface per network interface and address family that is up,
+multicast-capable, not loopback and has an address of that family. On the
+wire a datagram's payload is exactly the application's message: plain
+multicast programs interoperate on ``ham:ip:`` groups in both directions.
+
+* Groups: ``ham:ip:G:P`` uses G and P as written; ``ham:ip:G@S:P`` is SSM
+  (joined for source S only); every other name uses its mapped IPv4/IPv6 group
+  and port (docs/mapping.md).
+* Receiving: one UDP socket per (family, port) bound to the wildcard address
+  joins the groups on the chosen interfaces; PKTINFO tells each datagram's
+  group and interface, and the name table gives back the name the sender used
+  (for names this daemon has seen; ``ham:ip:G:P`` otherwise).
+* Sending: one UDP socket per interface (``IP_MULTICAST_IF``), TTL / hop limit
+  set per message as the socket asks, loopback on.
+
+Options (``[technology.ip]``):
+
+``interfaces``
+    network interface names to use (default: all that qualify)
+``families``
+    address families, default ``[4, 6]``
+``rescan_interval``
+    seconds between looks for interfaces that came or went (default 5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from hamcast.errors import ResourceError, UnsupportedGroupError, UsageError
+from hamcast.mapping import GroupMapping, NameTable, map_group
+from hamcast.technologies.base import Technology, TechnologyInterface
+from hamcast.technologies.ip import sockopts
+from hamcast.technologies.ip.netifs import NetInterface, scan
+from hamcast.technologies.ip.sockopts import IpAddress
+from hamcast.uri import URI
+
+__all__ = ["IpTechnology"]
+
+logger = logging.getLogger(__name__)
+
+#: Largest UDP payload per family (bytes).
+_MAX_PAYLOAD = {4: 65507, 6: 65527}
+#: IP + UDP header bytes per family, subtracted from the MTU for the atomic size.
+_HEADERS = {4: 28, 6: 48}
+#: Datagrams read per readiness callback before yielding to other work.
+_READ_BATCH = 256
+
+
+@dataclass(slots=True)
+class _Link:
+    """One hamcast interface: a network interface in one address family."""
+
+    netif: NetInterface
+    family: int
+    address: IpAddress
+    sender: socket.socket | None = None
+    ttl: int = -1
+
+    @property
+    def key(self) -> str:
+        return f"{self.netif.name}/{self.family}"
+
+
+@dataclass(slots=True)
+class _Receiver:
+    """The socket receiving one (family, port), and how many memberships use it."""
+
+    sock: socket.socket
+    family: int
+    port: int
+    members: set[tuple[str, URI]] = field(default_factory=set)
+
+
+class IpTechnology(Technology):
+    """Native IP multicast on this host's interfaces."""
+
+    name = "ip"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        wanted = self.options.get("interfaces")
+        if wanted is not None and not (
+            isinstance(wanted, list) and all(isinstance(n, str) for n in wanted)
+        ):
+            raise UsageError("[technology.ip] interfaces must be a list of interface names")
+        self._wanted: set[str] | None = set(wanted) if wanted is not None else None
+        families = self.options.get("families", [4, 6])
+        if not families or any(f not in (4, 6) for f in families):
+            raise UsageError("[technology.ip] families must be a list of 4 and/or 6")
+        self._families: tuple[int, ...] = tuple(sorted(set(families)))
+        self._rescan_interval = float(self.options.get("rescan_interval", 5.0))
+        self._links: dict[str, _Link] = {}
+        self._by_index: dict[tuple[int, int], _Link] = {}
+        self._receivers: dict[tuple[int, int], _Receiver] = {}
+        self._names = NameTable()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rescan: asyncio.TimerHandle | None = None
+
+    # --- lifecycle -----------------------------------------------------------
+
+    async def start(self, upcalls: Any) -> None:
+        await super().start(upcalls)
+        self._loop = asyncio.get_running_loop()
+        self._refresh_links()
+        self._schedule_rescan()
+
+    async def stop(self) -> None:
+        if self._rescan is not None:
+            self._rescan.cancel()
+        for receiver in list(self._receivers.values()):
+            self._close_receiver(receiver)
+        for link in self._links.values():
+            if link.sender is not None:
+                link.sender.close()
+        self._links.clear()
+        self._by_index.clear()
+
+    def _schedule_rescan(self) -> None:
+        assert self._loop is not None
+        if self._rescan_interval > 0:
+            self._rescan = self._loop.call_later(self._rescan_interval, self._rescan_now)
+
+    def _rescan_now(self) -> None:
+        if self._refresh_links():
+            self.upcalls.interfaces_changed(self)
+        self._schedule_rescan()
+
+    def _qualifies(self, netif: NetInterface) -> bool:
+        if self._wanted is not None:
+            return netif.name in self._wanted and netif.up
+        return netif.up and netif.multicast and not netif.loopback
+
+    def _refresh_links(self) -> bool:
+        """Re-read the interfaces; True if the set of links changed."""
+        current: dict[str, _Link] = {}
+        for netif in scan():
+            if not self._qualifies(netif):
+                continue
+            for family in self._families:
+                addresses = netif.addresses(family)
+                if addresses:
+                    link = _Link(netif, family, addresses[0])
+                    current[link.key] = link
+        changed = set(current) != set(self._links) or any(
+            current[k].address != self._links[k].address
+            or current[k].netif.index != self._links[k].netif.index
+            for k in current
+            if k in self._links
+        )
+        for key, old in self._links.items():
+            new = current.get(key)
+            if new is not None and new.netif.index == old.netif.index:
+                new.sender, new.ttl = old.sender, old.ttl
+            elif old.sender is not None:
+                old.sender.close()
+        if changed:
+            gone = set(self._links) - set(current)
+            if gone:
+                logger.warning("interfaces gone: %s", ", ".join(sorted(gone)))
+        self._links = current
+        self._by_index = {(link.netif.index, link.family): link for link in current.values()}
+        return changed
+
+    # --- the contract ------------------------------------------------------------
+
+    def interfaces(self) -> list[TechnologyInterface]:
+        return [
+            TechnologyInterface(link.key, link.netif.name, str(link.address))
+            for link in sorted(self._links.values(), key=lambda li: (li.netif.index, li.family))
+        ]
+
+    def _link(self, iface: str) -> _Link:
+        link = self._links.get(iface)
+        if link is None:
+            raise ResourceError(f"interface {iface} is gone")
+        return link
+
+    def can_serve(self, iface: str, group: URI) -> bool:
+        link = self._links.get(iface)
+        if link is None:
+            return False
+        if group.is_ip:
+            return map_group(group).family == link.family
+        return True
+
+    def _target(self, link: _Link, group: URI) -> tuple[GroupMapping, IpAddress]:
+        mapping = map_group(group)
+        if group.is_ip and mapping.family != link.family:
+            raise UnsupportedGroupError(f"{group} is not an IPv{link.family} group")
+        address: IpAddress = mapping.ipv4 if link.family == 4 else mapping.ipv6
+        return mapping, address
+
+    def join(self, iface: str, group: URI) -> None:
+        link = self._link(iface)
+        mapping, address = self._target(link, group)
+        receiver = self._receiver(link.family, mapping.port)
+        try:
+            sockopts.join(receiver.sock, link.netif.index, address, mapping.source)
+        except BaseException:
+            if not receiver.members:
+                self._close_receiver(receiver)
+            raise
+        receiver.members.add((iface, group))
+        self._names.remember(mapping)
+
+    def leave(self, iface: str, group: URI) -> None:
+        link = self._links.get(iface)
+        mapping = map_group(group)
+        receiver = self._receivers.get((link.family if link else _family_of(iface), mapping.port))
+        if receiver is None:
+            return
+        receiver.members.discard((iface, group))
+        if link is not None:
+            _, address = self._target(link, group)
+            sockopts.leave(receiver.sock, link.netif.index, address, mapping.source)
+        if not receiver.members:
+            self._close_receiver(receiver)
+
+    def src_register(self, iface: str, group: URI) -> None:
+        link = self._link(iface)
+        mapping, _ = self._target(link, group)
+        if mapping.source is not None and mapping.source not in link.netif.addresses(link.family):
+            raise UnsupportedGroupError(
+                f"{group} is source-specific for {mapping.source}, "
+                f"which is not an address of {link.netif.name}"
+            )
+        self._names.remember(mapping)
+
+    def send(
+        self, iface: str, group: URI, payload: bytes | memoryview, ttl: int, origin: str
+    ) -> None:
+        link = self._link(iface)
+        mapping, address = self._target(link, group)
+        sender = link.sender
+        if sender is None:
+            sender = link.sender = sockopts.open_sender(link.family, link.netif.index)
+        if ttl != link.ttl:
+            sockopts.set_ttl(sender, link.family, ttl)
+            link.ttl = ttl
+        destination: tuple[Any, ...] = (
+            (str(address), mapping.port)
+            if link.family == 4
+            else (str(address), mapping.port, 0, link.netif.index)
+        )
+        try:
+            sender.sendto(payload, destination)
+        except BlockingIOError:
+            raise ResourceError(
+                f"send buffer of {link.netif.name} is full; message dropped"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                raise UsageError(
+                    f"{len(payload)} bytes do not fit a datagram on {link.netif.name}"
+                ) from None
+            raise sockopts.multicast_error(f"sending to {group}", exc, link.netif.name) from None
+
+    def max_msg_size(self, iface: str) -> int:
+        return _MAX_PAYLOAD[_family_of(iface)]
+
+    def atomic_msg_size(self, iface: str) -> int:
+        link = self._links.get(iface)
+        if link is None:
+            return 0
+        return link.netif.mtu - _HEADERS[link.family]
+
+    # --- receiving -------------------------------------------------------------------
+
+    def _receiver(self, family: int, port: int) -> _Receiver:
+        receiver = self._receivers.get((family, port))
+        if receiver is None:
+            sock = sockopts.open_receiver(family, port)
+            receiver = _Receiver(sock, family, port)
+            self._receivers[(family, port)] = receiver
+            assert self._loop is not None
+            self._loop.add_reader(sock.fileno(), self._readable, receiver)
+        return receiver
+
+    def _close_receiver(self, receiver: _Receiver) -> None:
+        if self._loop is not None:
+            self._loop.remove_reader(receiver.sock.fileno())
+        receiver.sock.close()
+        self._receivers.pop((receiver.family, receiver.port), None)
+
+    def _readable(self, receiver: _Receiver) -> None:
+        recvmsg = receiver.sock.recvmsg
+        family, port = receiver.family, receiver.port
+        cmsg_space = socket.CMSG_SPACE(32)
+        for _ in range(_READ_BATCH):
+            try:
+                data, ancdata, _, peer = recvmsg(65536, cmsg_space)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                logger.warning("receiving on IPv%d port %d failed: %s", family, port, exc)
+                return
+            found = sockopts.destination_from_ancillary(family, ancdata)
+            if found is None:
+                continue
+            destination, ifindex = found
+            link = self._by_index.get((ifindex, family))
+            if link is None or not destination.is_multicast:
+                continue  # unicast to our port, or an interface we do not use
+            source = ipaddress.ip_address(peer[0].split("%", 1)[0])
+            group = self._names.lookup(destination, port, source)
+            where = f"{source}:{peer[1]}" if family == 4 else f"[{source}]:{peer[1]}"
+            self.upcalls.deliver(self, link.key, group, where, data)
+
+
+def _family_of(iface: str) -> int:
+    return int(iface.rsplit("/", 1)[1])
