@@ -23,6 +23,11 @@ Options (``[technology.ip]``):
     address families, default ``[4, 6]``
 ``rescan_interval``
     seconds between looks for interfaces that came or went (default 5)
+``announce``
+    announce this daemon to hamcast peers on every link (default true;
+    see :mod:`hamcast.technologies.ip.peers`)
+``announce_interval``
+    seconds between announcements (default 10)
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import os
+import random
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +47,12 @@ from hamcast.mapping import GroupMapping, NameTable, map_group
 from hamcast.technologies.base import Technology, TechnologyInterface
 from hamcast.technologies.ip import sockopts
 from hamcast.technologies.ip.netifs import NetInterface, scan
+from hamcast.technologies.ip.peers import (
+    ANNOUNCE_GROUP_V4,
+    ANNOUNCE_GROUP_V6,
+    ANNOUNCE_PORT,
+    PeerTable,
+)
 from hamcast.technologies.ip.sockopts import IpAddress
 from hamcast.uri import URI
 
@@ -68,6 +81,15 @@ class _Link:
     @property
     def key(self) -> str:
         return f"{self.netif.name}/{self.family}"
+
+    @property
+    def link_address(self) -> IpAddress:
+        """The address this host uses towards link-local groups (IPv6: its fe80:: one)."""
+        if self.family == 6:
+            for address in self.netif.ipv6:
+                if address.is_link_local:
+                    return address
+        return self.address
 
 
 @dataclass(slots=True)
@@ -104,6 +126,13 @@ class IpTechnology(Technology):
         self._names = NameTable()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rescan: asyncio.TimerHandle | None = None
+        self._announce = bool(self.options.get("announce", True))
+        interval = int(self.options.get("announce_interval", 10))
+        if not 1 <= interval <= 3600:
+            raise UsageError("[technology.ip] announce_interval must be 1 to 3600 seconds")
+        self.peers = PeerTable(os.urandom(16), socket.gethostname(), ("ip",), interval)
+        self._peer_timer: asyncio.TimerHandle | None = None
+        self._announced: set[str] = set()
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -116,6 +145,8 @@ class IpTechnology(Technology):
     async def stop(self) -> None:
         if self._rescan is not None:
             self._rescan.cancel()
+        if self._peer_timer is not None:
+            self._peer_timer.cancel()
         for receiver in list(self._receivers.values()):
             self._close_receiver(receiver)
         for link in self._links.values():
@@ -133,6 +164,63 @@ class IpTechnology(Technology):
         if self._refresh_links():
             self.upcalls.interfaces_changed(self)
         self._schedule_rescan()
+
+    # --- hamcast peers -----------------------------------------------------------
+
+    def _sync_peers(self) -> None:
+        """Follow the link set: join the announcement group where new, announce there."""
+        if not self._announce:
+            return
+        self.peers.set_links({key: link.link_address for key, link in self._links.items()})
+        for key in self._announced - set(self._links):
+            self._announced.discard(key)
+        for key, link in self._links.items():
+            if key in self._announced:
+                continue
+            receiver = self._receiver(link.family, ANNOUNCE_PORT)
+            group = ANNOUNCE_GROUP_V4 if link.family == 4 else ANNOUNCE_GROUP_V6
+            try:
+                sockopts.join(receiver.sock, link.netif.index, group, None)
+            except ResourceError as exc:
+                logger.warning("cannot hear hamcast peers on %s: %s", key, exc)
+                continue
+            receiver.members.add((key, _ANNOUNCE_URI[link.family]))
+            self._announced.add(key)
+        self._peer_tick()
+
+    def _peer_tick(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        for peer in self.peers.expire(now):
+            logger.info("hamcast peer %s (%s) expired", peer.address, peer.announcement.name)
+        if now >= self.peers.next_announce():
+            self._send_announcements()
+            # Jitter keeps daemons that started together from announcing in lockstep.
+            self.peers.announced(now, random.uniform(-0.1, 0.1) * self.peers.interval)
+        if self._peer_timer is not None:
+            self._peer_timer.cancel()
+        when = self.peers.next_announce()
+        expiry = self.peers.next_expiry()
+        if expiry is not None:
+            when = min(when, expiry)
+        self._peer_timer = self._loop.call_at(when, self._peer_tick)
+
+    def _send_announcements(self) -> None:
+        datagram = self.peers.announcement()
+        for key in sorted(self._announced):
+            link = self._links[key]
+            group = ANNOUNCE_GROUP_V4 if link.family == 4 else ANNOUNCE_GROUP_V6
+            try:
+                self._sendto(link, datagram, group, ANNOUNCE_PORT, ttl=1)
+            except ResourceError as exc:
+                logger.debug("announcement on %s failed: %s", key, exc)
+
+    def _hear_peer(self, link: _Link, data: bytes, source: IpAddress) -> None:
+        assert self._loop is not None
+        if self.peers.receive(link.key, data, source, self._loop.time()):
+            logger.info("hamcast peer %s heard on %s", source, link.key)
+            # Re-plan: the table now wants an early answer and has a new expiry.
+            self._peer_tick()
 
     def _qualifies(self, netif: NetInterface) -> bool:
         if self._wanted is not None:
@@ -168,6 +256,8 @@ class IpTechnology(Technology):
                 logger.warning("interfaces gone: %s", ", ".join(sorted(gone)))
         self._links = current
         self._by_index = {(link.netif.index, link.family): link for link in current.values()}
+        if self._loop is not None:
+            self._sync_peers()
         return changed
 
     # --- the contract ------------------------------------------------------------
@@ -240,6 +330,11 @@ class IpTechnology(Technology):
     ) -> None:
         link = self._link(iface)
         mapping, address = self._target(link, group)
+        self._sendto(link, payload, address, mapping.port, ttl)
+
+    def _sendto(
+        self, link: _Link, payload: bytes | memoryview, address: IpAddress, port: int, ttl: int
+    ) -> None:
         sender = link.sender
         if sender is None:
             sender = link.sender = sockopts.open_sender(link.family, link.netif.index)
@@ -247,9 +342,7 @@ class IpTechnology(Technology):
             sockopts.set_ttl(sender, link.family, ttl)
             link.ttl = ttl
         destination: tuple[Any, ...] = (
-            (str(address), mapping.port)
-            if link.family == 4
-            else (str(address), mapping.port, 0, link.netif.index)
+            (str(address), port) if link.family == 4 else (str(address), port, 0, link.netif.index)
         )
         try:
             sender.sendto(payload, destination)
@@ -262,10 +355,18 @@ class IpTechnology(Technology):
                 raise UsageError(
                     f"{len(payload)} bytes do not fit a datagram on {link.netif.name}"
                 ) from None
-            raise sockopts.multicast_error(f"sending to {group}", exc, link.netif.name) from None
+            raise sockopts.multicast_error(f"sending to {address}", exc, link.netif.name) from None
 
     def max_msg_size(self, iface: str) -> int:
         return _MAX_PAYLOAD[_family_of(iface)]
+
+    def neighbor_set(self, iface: str) -> list[str]:
+        """The hamcast daemons heard on the link."""
+        return [str(peer.address) for peer in self.peers.peers(iface)]
+
+    def designated_host(self, iface: str, group: URI) -> bool:
+        """Lowest address among the link's hamcast daemons (peers module)."""
+        return iface in self._links and self.peers.designated(iface)
 
     def atomic_msg_size(self, iface: str) -> int:
         link = self._links.get(iface)
@@ -311,9 +412,19 @@ class IpTechnology(Technology):
             if link is None or not destination.is_multicast:
                 continue  # unicast to our port, or an interface we do not use
             source = ipaddress.ip_address(peer[0].split("%", 1)[0])
+            if port == ANNOUNCE_PORT and destination in _ANNOUNCE_GROUPS:
+                self._hear_peer(link, data, source)
+                continue
             group = self._names.lookup(destination, port, source)
             where = f"{source}:{peer[1]}" if family == 4 else f"[{source}]:{peer[1]}"
             self.upcalls.deliver(self, link.key, group, where, data)
+
+
+_ANNOUNCE_GROUPS = (ANNOUNCE_GROUP_V4, ANNOUNCE_GROUP_V6)
+_ANNOUNCE_URI = {
+    4: URI.for_ip(ANNOUNCE_GROUP_V4, ANNOUNCE_PORT),
+    6: URI.for_ip(ANNOUNCE_GROUP_V6, ANNOUNCE_PORT),
+}
 
 
 def _family_of(iface: str) -> int:
