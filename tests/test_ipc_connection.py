@@ -220,6 +220,7 @@ OP_CASES: dict[Op, tuple[list[Any], list[Any]]] = {
     Op.STATS: ([5], [1, 2, 3, 2**64 - 1]),
     Op.DAEMON_INFO: ([], ["0.1.0", ["local", "ip"]]),
     Op.GROUPS: ([], [[("ham:opaque:news", "local", 1, 2, 0)]]),
+    Op.INTERFACE_STATUS: ([1], ['{"verdict": "routed"}']),
 }
 
 
@@ -288,7 +289,7 @@ def test_unknown_op_and_bad_arguments_are_rejected() -> None:
     server, _ = opened()
     rejects(server, frame(REQUEST, struct.pack("<IB", 1, 0)), match="unknown request op 0")
     server, _ = opened()
-    rejects(server, frame(REQUEST, struct.pack("<IB", 1, 26)), match="unknown request op 26")
+    rejects(server, frame(REQUEST, struct.pack("<IB", 1, 200)), match="unknown request op 200")
     server, _ = opened()
     rejects(server, frame(REQUEST, struct.pack("<IBI", 1, Op.JOIN, 1)), match="JOIN")
     server, _ = opened()

@@ -33,7 +33,14 @@ from hamcast.errors import (
     UsageError,
     WouldBlockError,
 )
-from hamcast.events import MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.events import (
+    Event,
+    InterfaceChanged,
+    MemberJoined,
+    MemberLeft,
+    MembershipEvent,
+    SourceAppeared,
+)
 from hamcast.model import GroupRole, GroupSetEntry, Interface, Message, SocketStats
 from hamcast.uri import URI, parse_uri
 
@@ -43,10 +50,12 @@ __all__ = [
     "URI",
     "ClosedError",
     "DaemonUnavailableError",
+    "Event",
     "GroupRole",
     "GroupSetEntry",
     "HamcastError",
     "Interface",
+    "InterfaceChanged",
     "InvalidURIError",
     "MemberJoined",
     "MemberLeft",

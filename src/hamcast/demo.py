@@ -31,7 +31,7 @@ from rich.text import Text
 
 from hamcast.client.sync import MulticastSocket
 from hamcast.errors import DaemonUnavailableError, HamcastError, ReceiveTimeoutError
-from hamcast.events import MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.events import Event, InterfaceChanged, MemberJoined, MemberLeft, SourceAppeared
 from hamcast.uri import URI
 
 __all__ = ["main"]
@@ -113,8 +113,8 @@ def _connect(path: str, daemon: subprocess.Popen[bytes], log: Path) -> Multicast
 
 def _wait_for_event(
     sock: MulticastSocket,
-    wanted: Callable[[MembershipEvent], bool],
-    seen: list[MembershipEvent],
+    wanted: Callable[[Event], bool],
+    seen: list[Event],
     child: subprocess.Popen[bytes] | None = None,
 ) -> None:
     """Collect events into ``seen`` until one is ``wanted``; fail if ``child`` dies first."""
@@ -179,11 +179,13 @@ def _show_service_calls(console: Console, sock: MulticastSocket) -> None:
     )
 
 
-def _event_line(event: MembershipEvent) -> str:
+def _event_line(event: Event) -> str:
     if isinstance(event, MemberJoined):
         return f"join        {event.group} on interface {event.interface}"
     if isinstance(event, MemberLeft):
         return f"leave       {event.group} on interface {event.interface}"
+    if isinstance(event, InterfaceChanged):
+        return f"interface   {event.interface} is now {event.status}"
     assert isinstance(event, SourceAppeared)
     return f"new source  {event.group} on interface {event.interface}: {event.source}"
 
@@ -233,7 +235,7 @@ def _run(console: Console, tmp: Path, children: _Children) -> None:
         receiver = children.start(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        events: list[MembershipEvent] = []
+        events: list[Event] = []
         # The receiver's join is the event that says it is ready: no polling.
         _wait_for_event(
             sock,

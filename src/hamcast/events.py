@@ -1,7 +1,8 @@
 """Membership events an application can subscribe to (RFC 7046 §4.1, §5.4.6).
 
 A socket that called ``enable_events()`` is told of these for every group on
-its interfaces. Each is a past-tense fact.
+its interfaces, and of changes of what its interfaces' networks offer. Each is
+a past-tense fact.
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ from dataclasses import dataclass
 
 from hamcast.uri import URI
 
-__all__ = ["EventKind", "MemberJoined", "MemberLeft", "MembershipEvent", "SourceAppeared"]
+__all__ = [
+    "Event",
+    "EventKind",
+    "InterfaceChanged",
+    "MemberJoined",
+    "MemberLeft",
+    "MembershipEvent",
+    "SourceAppeared",
+]
 
 
 class EventKind(enum.IntEnum):
@@ -20,6 +29,7 @@ class EventKind(enum.IntEnum):
     JOIN = 1
     LEAVE = 2
     NEW_SOURCE = 3
+    INTERFACE_CHANGED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,4 +60,20 @@ class SourceAppeared:
     source: str
 
 
+@dataclass(frozen=True, slots=True)
+class InterfaceChanged:
+    """What the network offers on ``interface`` changed (beyond RFC 7046).
+
+    ``status`` is the technology's new verdict, e.g. ``none``, ``link-local``
+    or ``routed`` for the ``ip`` technology (docs/discovery.md); the details
+    come from ``interface_status()``.
+    """
+
+    interface: int
+    status: str
+
+
+#: The three events of RFC 7046.
 MembershipEvent = MemberJoined | MemberLeft | SourceAppeared
+#: Everything a socket with events enabled may receive.
+Event = MemberJoined | MemberLeft | SourceAppeared | InterfaceChanged

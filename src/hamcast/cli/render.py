@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hamcast.core.middleware import GroupInfo
-from hamcast.events import MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.events import Event, InterfaceChanged, MemberJoined, MemberLeft, SourceAppeared
 from hamcast.mapping import GroupMapping
 from hamcast.model import Interface, Message
 from hamcast.uri import URI
@@ -143,16 +143,20 @@ _EVENT_NAMES: dict[type[Any], str] = {
     MemberJoined: "join",
     MemberLeft: "leave",
     SourceAppeared: "new_source",
+    InterfaceChanged: "interface_changed",
 }
 
 
-def event_json(event: MembershipEvent, technology: str | None) -> dict[str, Any]:
+def event_json(event: Event, technology: str | None) -> dict[str, Any]:
     value: dict[str, Any] = {
         "event": _EVENT_NAMES[type(event)],
-        "group": str(event.group),
         "interface": event.interface,
         "technology": technology,
     }
+    if isinstance(event, InterfaceChanged):
+        value["status"] = event.status
+    else:
+        value["group"] = str(event.group)
     if isinstance(event, SourceAppeared):
         value["source"] = event.source
     return value
@@ -201,9 +205,11 @@ def payload_preview(payload: bytes) -> str:
     return shown + ("..." if len(text) > _PREVIEW_CHARS else "")
 
 
-def event_text(event: MembershipEvent, where: str) -> Text:
-    """One human-readable line for a membership event; ``where`` names the interface."""
+def event_text(event: Event, where: str) -> Text:
+    """One human-readable line for an event; ``where`` names the interface."""
     name = _EVENT_NAMES[type(event)]
+    if isinstance(event, InterfaceChanged):
+        return Text.assemble((f"{name:<10}", "bold"), f" {where} is now {event.status}")
     text = Text.assemble((f"{name:<10}", "bold"), " ", str(event.group), (f"  on {where}", "dim"))
     if isinstance(event, SourceAppeared):
         text.append(f"  source {event.source}", style="cyan")

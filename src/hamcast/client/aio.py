@@ -18,7 +18,7 @@ from hamcast.client.demux import Demux, SocketQueues, decode_result
 from hamcast.client.sync import GroupLike, InterfaceLike, as_index, as_uri
 from hamcast.core.middleware import GroupInfo
 from hamcast.errors import ClosedError, HamcastError, ReceiveTimeoutError, WouldBlockError
-from hamcast.events import MembershipEvent
+from hamcast.events import Event
 from hamcast.ipc.ops import Op
 from hamcast.model import GroupSetEntry, Interface, Message, SocketStats
 from hamcast.uri import URI
@@ -294,6 +294,11 @@ class MulticastSocket:
         result: bool = await self._call(Op.DESIGNATED_HOST, as_index(interface), str(as_uri(group)))
         return result
 
+    async def interface_status(self, interface: InterfaceLike) -> dict[str, Any]:
+        """What the interface's technology knows about its network."""
+        result: dict[str, Any] = await self._call(Op.INTERFACE_STATUS, as_index(interface))
+        return result
+
     async def enable_events(self) -> None:
         """Start receiving membership events; read them with :meth:`events`."""
         await self._call(Op.ENABLE_EVENTS, self._id)
@@ -301,7 +306,7 @@ class MulticastSocket:
     async def disable_events(self) -> None:
         await self._call(Op.DISABLE_EVENTS, self._id)
 
-    async def next_event(self, timeout: float | None = None) -> MembershipEvent:
+    async def next_event(self, timeout: float | None = None) -> Event:
         protocol, queues = self._state()
         try:
             async with asyncio.timeout(timeout):
@@ -311,7 +316,7 @@ class MulticastSocket:
             raise ReceiveTimeoutError(f"no event within {timeout} s") from None
         return queues.events.popleft()
 
-    async def events(self) -> AsyncIterator[MembershipEvent]:
+    async def events(self) -> AsyncIterator[Event]:
         """Membership events as they come, until the socket is closed."""
         while True:
             try:

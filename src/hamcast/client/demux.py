@@ -8,6 +8,7 @@ the newest messages beyond ``max_queue`` and counts them in ``dropped``.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections import deque
@@ -21,7 +22,14 @@ from hamcast.errors import (
     MessageTooLongError,
     ProtocolError,
 )
-from hamcast.events import EventKind, MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.events import (
+    Event,
+    EventKind,
+    InterfaceChanged,
+    MemberJoined,
+    MemberLeft,
+    SourceAppeared,
+)
 from hamcast.ipc.connection import ClientConnection
 from hamcast.ipc.events import (
     DataReceived,
@@ -49,7 +57,7 @@ class SocketQueues:
     def __init__(self, max_queue: int) -> None:
         self.max_queue = max_queue
         self.messages: deque[Message] = deque()
-        self.events: deque[MembershipEvent] = deque()
+        self.events: deque[Event] = deque()
         self.failures: deque[HamcastError] = deque(maxlen=64)
         self.dropped = 0
         #: group -> (name id, max message size), from PREPARE_SEND.
@@ -142,7 +150,9 @@ class Demux:
             self._groups[name_id] = uri
         return uri
 
-    def _event(self, event: EventReceived) -> MembershipEvent | None:
+    def _event(self, event: EventReceived) -> Event | None:
+        if event.kind == EventKind.INTERFACE_CHANGED:
+            return InterfaceChanged(event.interface, self._names[event.source])
         group = self._group(event.group)
         if event.kind == EventKind.JOIN:
             return MemberJoined(group, event.interface)
@@ -176,6 +186,8 @@ def decode_result(op: Op, results: list[Any]) -> Any:
         return [GroupSetEntry(URI.parse(g), GroupRole(r)) for g, r in results[0]]
     if op is Op.DESIGNATED_HOST:
         return bool(results[0])
+    if op is Op.INTERFACE_STATUS:
+        return json.loads(results[0])
     if len(results) == 1:
         return results[0]
     return results or None

@@ -27,7 +27,7 @@ from hamcast.errors import (
     ReceiveTimeoutError,
     WouldBlockError,
 )
-from hamcast.events import MembershipEvent
+from hamcast.events import Event
 from hamcast.ipc.ops import Op
 from hamcast.model import GroupSetEntry, Interface, Message, SocketStats
 from hamcast.uri import URI
@@ -338,7 +338,12 @@ class MulticastSocket:
         result: bool = self._call(Op.DESIGNATED_HOST, as_index(interface), str(as_uri(group)))
         return result
 
-    def enable_events(self, callback: Callable[[MembershipEvent], None] | None = None) -> None:
+    def interface_status(self, interface: InterfaceLike) -> dict[str, Any]:
+        """What the interface's technology knows about its network (e.g. discovery verdict)."""
+        result: dict[str, Any] = self._call(Op.INTERFACE_STATUS, as_index(interface))
+        return result
+
+    def enable_events(self, callback: Callable[[Event], None] | None = None) -> None:
         """Receive membership events: from :meth:`next_event`, or passed to ``callback``.
 
         A callback runs on a thread of its own that this socket starts; it
@@ -354,7 +359,7 @@ class MulticastSocket:
     def disable_events(self) -> None:
         self._call(Op.DISABLE_EVENTS, self._id)
 
-    def next_event(self, timeout: float | None = None) -> MembershipEvent:
+    def next_event(self, timeout: float | None = None) -> Event:
         """The next membership event (ReceiveTimeoutError after ``timeout`` seconds)."""
         events = self._queues.events
         if not events:
@@ -362,7 +367,7 @@ class MulticastSocket:
             self._channel.wait(lambda: bool(events), deadline)
         return events.popleft()
 
-    def _event_loop(self, callback: Callable[[MembershipEvent], None]) -> None:
+    def _event_loop(self, callback: Callable[[Event], None]) -> None:
         while not self._closed:
             try:
                 event = self.next_event(timeout=0.5)

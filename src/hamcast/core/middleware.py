@@ -27,7 +27,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from hamcast.config import CoreConfig
 from hamcast.errors import (
@@ -40,7 +40,7 @@ from hamcast.errors import (
     UnsupportedGroupError,
     UsageError,
 )
-from hamcast.events import MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.events import Event, MemberJoined, MemberLeft, SourceAppeared
 from hamcast.model import GroupRole, GroupSetEntry, Interface, SocketStats
 from hamcast.technologies.base import Technology
 from hamcast.uri import URI
@@ -58,8 +58,8 @@ class SessionSink(Protocol):
     ) -> bool:
         """Queue a message for socket ``sock``; False if it had to be dropped."""
 
-    def event(self, sock: int, event: MembershipEvent) -> None:
-        """Pass a membership event to socket ``sock``."""
+    def event(self, sock: int, event: Event) -> None:
+        """Pass an event to socket ``sock``."""
 
 
 @dataclass(eq=False, slots=True)
@@ -501,6 +501,11 @@ class Middleware:
         iface = self._iface(index)
         return iface.technology.designated_host(iface.key, group.without_credentials())
 
+    def interface_status(self, index: int) -> dict[str, Any]:
+        """What the interface's technology knows about its network (JSON-ready)."""
+        iface = self._iface(index)
+        return iface.technology.interface_status(iface.key)
+
     def enable_events(self, session: Session, sock_id: int) -> None:
         self._socket(session, sock_id).events = True
 
@@ -551,7 +556,7 @@ class Middleware:
             else:
                 sock.dropped += 1
 
-    def membership(self, technology: Technology, iface: str, event: MembershipEvent) -> None:
+    def notify(self, technology: Technology, iface: str, event: Event) -> None:
         index = self._index_of.get((technology.name, iface))
         if index is not None:
             self._broadcast(index, event)
@@ -559,7 +564,7 @@ class Middleware:
     def interfaces_changed(self, technology: Technology) -> None:
         self._sync_interfaces(technology)
 
-    def _broadcast(self, index: int, event: MembershipEvent) -> None:
+    def _broadcast(self, index: int, event: Event) -> None:
         for session in self._sessions.values():
             for sock in session.sockets.values():
                 if sock.events and index in sock.interfaces:

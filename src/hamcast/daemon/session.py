@@ -16,6 +16,7 @@ past those bounds.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import deque
@@ -26,7 +27,14 @@ from hamcast import __version__
 from hamcast.config import SessionConfig
 from hamcast.core.middleware import Middleware, Session
 from hamcast.errors import HamcastError, ProtocolError, UsageError
-from hamcast.events import EventKind, MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.events import (
+    Event,
+    EventKind,
+    InterfaceChanged,
+    MemberJoined,
+    MemberLeft,
+    SourceAppeared,
+)
 from hamcast.ipc.connection import ServerConnection
 from hamcast.ipc.events import HelloReceived, RequestReceived, SendReceived
 from hamcast.ipc.names import NameTable
@@ -43,6 +51,7 @@ _EVENT_KINDS = {
     MemberJoined: EventKind.JOIN,
     MemberLeft: EventKind.LEAVE,
     SourceAppeared: EventKind.NEW_SOURCE,
+    InterfaceChanged: EventKind.INTERFACE_CHANGED,
 }
 
 
@@ -66,7 +75,7 @@ class ClientSession(asyncio.Protocol):
         self._prepared: dict[int, set[int]] = {}
         self._paused = False
         self._flush_scheduled = False
-        self._queues: dict[int, deque[_Queued | MembershipEvent]] = {}
+        self._queues: dict[int, deque[_Queued | Event]] = {}
         self._queued_bytes: dict[int, int] = {}
         self._loop = asyncio.get_running_loop()
         self._error_log_at = 0.0
@@ -211,6 +220,8 @@ class ClientSession(asyncio.Protocol):
             return [s.sent, s.received, s.dropped, s.send_failed]
         if op is Op.DAEMON_INFO:
             return [__version__, [t.name for t in mw.technologies]]
+        if op is Op.INTERFACE_STATUS:
+            return [json.dumps(mw.interface_status(args[0]), sort_keys=True)]
         if op is Op.GROUPS:
             return [
                 [
@@ -269,26 +280,29 @@ class ClientSession(asyncio.Protocol):
         self.conn.send_data(sock, group_id, source_id, iface, payload)
         return True
 
-    def event(self, sock: int, event: MembershipEvent) -> None:
+    def event(self, sock: int, event: Event) -> None:
         if self._paused or self._queues:
             self._enqueue(sock, event)
             return
         self._send_event(sock, event)
         self._schedule_flush()
 
-    def _send_event(self, sock: int, event: MembershipEvent) -> None:
+    def _send_event(self, sock: int, event: Event) -> None:
         try:
-            group = self._name(NameKind.GROUP, event.group.name)
-            source = (
-                self._name(NameKind.SOURCE, event.source)
-                if isinstance(event, SourceAppeared)
-                else 0
-            )
+            if isinstance(event, InterfaceChanged):
+                group, source = 0, self._name(NameKind.TEXT, event.status)
+            else:
+                group = self._name(NameKind.GROUP, event.group.name)
+                source = (
+                    self._name(NameKind.SOURCE, event.source)
+                    if isinstance(event, SourceAppeared)
+                    else 0
+                )
         except UsageError:
             return  # no name id free: the event is lost, like a dropped message
         self.conn.send_event(sock, _EVENT_KINDS[type(event)], group, event.interface, source)
 
-    def _enqueue(self, sock: int, item: _Queued | MembershipEvent) -> bool:
+    def _enqueue(self, sock: int, item: _Queued | Event) -> bool:
         queue = self._queues.get(sock)
         if queue is None:
             queue = self._queues[sock] = deque()

@@ -42,6 +42,7 @@ class Op(enum.IntEnum):
     STATS = 23
     DAEMON_INFO = 24
     GROUPS = 25
+    INTERFACE_STATUS = 26
 
 
 class OpSpec(NamedTuple):
@@ -89,4 +90,6 @@ OPS: dict[Op, OpSpec] = {
     Op.DAEMON_INFO: OpSpec("", "S[S]"),
     # -> (group URI, technology, interface, local listeners, local senders)
     Op.GROUPS: OpSpec("", "[SSIII]"),
+    # iface -> JSON object of the technology's diagnostics (discovery verdict, evidence)
+    Op.INTERFACE_STATUS: OpSpec("I", "S"),
 }

@@ -75,6 +75,7 @@ class NameKind(enum.IntEnum):
 
     GROUP = 1  # a canonical ham: URI
     SOURCE = 2  # a source as its technology writes it
+    TEXT = 3  # any other text an event carries (an interface status)
 
 
 #: ``length:u32 type:u8``

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from hamcast.errors import UsageError
-from hamcast.events import MembershipEvent
+from hamcast.events import Event
 from hamcast.model import GroupSetEntry
 from hamcast.uri import URI
 
@@ -66,8 +66,8 @@ class Upcalls(Protocol):
     ) -> None:
         """A message for ``group`` arrived on interface ``iface`` from ``source``."""
 
-    def membership(self, technology: Technology, iface: str, event: MembershipEvent) -> None:
-        """The module observed another host's membership change or a new source."""
+    def notify(self, technology: Technology, iface: str, event: Event) -> None:
+        """The module observed another host's join/leave, or its network changed."""
 
     def interfaces_changed(self, technology: Technology) -> None:
         """The module's interface list changed; the core will call interfaces() again."""
@@ -161,6 +161,10 @@ class Technology(abc.ABC):
     def designated_host(self, iface: str, group: URI) -> bool:
         """Whether this host is the designated forwarder for ``group`` on ``iface``."""
         return True
+
+    def interface_status(self, iface: str) -> dict[str, Any]:
+        """Diagnostics of ``iface`` as JSON-ready values (e.g. discovery's verdict)."""
+        return {}
 
 
 def available_technologies() -> dict[str, importlib.metadata.EntryPoint]:
