@@ -24,6 +24,7 @@ from hamcast.errors import (
     ProtocolError,
     RemoteError,
     ResourceError,
+    UnsupportedOperationError,
     UsageError,
 )
 from hamcast.events import EventKind
@@ -287,9 +288,13 @@ def test_results_not_matching_the_signature_are_rejected() -> None:
 
 def test_unknown_op_and_bad_arguments_are_rejected() -> None:
     server, _ = opened()
-    rejects(server, frame(REQUEST, struct.pack("<IB", 1, 0)), match="unknown request op 0")
-    server, _ = opened()
-    rejects(server, frame(REQUEST, struct.pack("<IB", 1, 200)), match="unknown request op 200")
+    for op_code in (0, 200):
+        assert server.receive_data(frame(REQUEST, struct.pack("<IB", 7, op_code))) == []
+    answer = ServerConnection().data_to_send()
+    assert answer == []
+    raw = b"".join(bytes(part) for part in server.data_to_send())
+    assert raw.count(struct.pack("<IH", 7, UnsupportedOperationError.code)) == 2
+    assert server.state is ConnectionState.OPEN, "an unknown op keeps the session"
     server, _ = opened()
     rejects(server, frame(REQUEST, struct.pack("<IBI", 1, Op.JOIN, 1)), match="JOIN")
     server, _ = opened()
@@ -325,6 +330,7 @@ def test_error_codes_are_unique_and_stable() -> None:
         "UnknownSocketError": 104,
         "NotJoinedError": 105,
         "UnsupportedGroupError": 106,
+        "UnsupportedOperationError": 107,
         "RemoteError": 200,
         "ProtocolError": 201,
         "ResourceError": 300,

@@ -31,6 +31,7 @@ __all__ = [
     "UnknownInterfaceError",
     "UnknownSocketError",
     "UnsupportedGroupError",
+    "UnsupportedOperationError",
     "UsageError",
     "WouldBlockError",
     "error_class_for_code",
@@ -120,6 +121,13 @@ class UnsupportedGroupError(UsageError):
 
     code = 106
     errno = errno.EPROTONOSUPPORT
+
+
+class UnsupportedOperationError(UsageError):
+    """The daemon does not know the requested operation (it is older than the client)."""
+
+    code = 107
+    errno = errno.EOPNOTSUPP
 
 
 # --- a peer's fault --------------------------------------------------------

@@ -17,7 +17,12 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from hamcast.errors import HamcastError, ProtocolError, error_class_for_code
+from hamcast.errors import (
+    HamcastError,
+    ProtocolError,
+    UnsupportedOperationError,
+    error_class_for_code,
+)
 from hamcast.ipc.events import (
     DataReceived,
     EventReceived,
@@ -125,6 +130,7 @@ class ServerConnection(_Endpoint):
         self, data: bytes | bytearray | memoryview
     ) -> list[HelloReceived | RequestReceived | SendReceived]:
         events: list[HelloReceived | RequestReceived | SendReceived] = []
+        request: RequestReceived | None
         for ftype, body in self._frames(data):
             if ftype == FrameType.SEND and self.state is ConnectionState.OPEN:
                 if len(body) < 8:
@@ -132,7 +138,9 @@ class ServerConnection(_Endpoint):
                 sock, group = _SEND_IDS.unpack_from(body)
                 events.append(SendReceived(sock, group, body[8:]))
             elif ftype == FrameType.REQUEST and self.state is ConnectionState.OPEN:
-                events.append(self._request(body))
+                request = self._request(body)
+                if request is not None:
+                    events.append(request)
             elif ftype == FrameType.HELLO and self.state is ConnectionState.AWAITING_HELLO:
                 events.append(self._hello(body))
             else:
@@ -163,14 +171,19 @@ class ServerConnection(_Endpoint):
         self._set_state(ConnectionState.OPEN)
         return HelloReceived(PROTOCOL_VERSION, pid, name)
 
-    def _request(self, body: memoryview) -> RequestReceived:
+    def _request(self, body: memoryview) -> RequestReceived | None:
         if len(body) < 5:
             raise self._fail("REQUEST frame shorter than its header")
         request_id, op_code = struct.unpack_from("<IB", body)
         try:
             op = Op(op_code)
         except ValueError:
-            raise self._fail(f"unknown request op {op_code}") from None
+            # A newer client may probe for operations: answer, keep the session.
+            self.send_error(
+                request_id,
+                UnsupportedOperationError(f"operation {op_code} is not supported by this daemon"),
+            )
+            return None
         try:
             args = decode_values(OPS[op].args, body[5:])
         except ProtocolError as exc:
