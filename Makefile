@@ -18,7 +18,14 @@ endif
 
 .PHONY: setup test lint typecheck pytest demo bench clean
 
+# As root, setup also installs the Debian packages of the network test-bed
+# (pimd, smcroute); the script is quick when they are already there.
 setup: $(STAMP)
+ifeq ($(IS_ROOT),yes)
+	@scripts/install-system-packages
+else
+	@echo "*** NOT ROOT: not installing pimd/smcroute; network test-bed tests will be SKIPPED ***"
+endif
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

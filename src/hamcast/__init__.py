@@ -30,6 +30,7 @@ from hamcast.errors import (
     UnknownInterfaceError,
     UnknownSocketError,
     UnsupportedGroupError,
+    UnsupportedOperationError,
     UsageError,
     WouldBlockError,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "UnknownInterfaceError",
     "UnknownSocketError",
     "UnsupportedGroupError",
+    "UnsupportedOperationError",
     "UsageError",
     "WouldBlockError",
     "__version__",
