@@ -77,6 +77,8 @@ class _Link:
     address: IpAddress
     sender: socket.socket | None = None
     ttl: int = -1
+    #: Messages the kernel had no buffer for (EAGAIN / ENOBUFS): dropped, like UDP does.
+    send_drops: int = 0
 
     @property
     def key(self) -> str:
