@@ -249,7 +249,7 @@ class IpTechnology(Technology):
         for key, old in self._links.items():
             new = current.get(key)
             if new is not None and new.netif.index == old.netif.index:
-                new.sender, new.ttl = old.sender, old.ttl
+                new.sender, new.ttl, new.send_drops = old.sender, old.ttl, old.send_drops
             elif old.sender is not None:
                 old.sender.close()
         if changed:
@@ -348,11 +348,12 @@ class IpTechnology(Technology):
         )
         try:
             sender.sendto(payload, destination)
-        except BlockingIOError:
-            raise ResourceError(
-                f"send buffer of {link.netif.name} is full; message dropped"
-            ) from None
         except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.ENOBUFS):
+                # A momentarily full queue loses the datagram, as UDP does; the
+                # application is not interrupted, the count shows in interface_status.
+                link.send_drops += 1
+                return
             if exc.errno == errno.EMSGSIZE:
                 raise UsageError(
                     f"{len(payload)} bytes do not fit a datagram on {link.netif.name}"
@@ -361,6 +362,24 @@ class IpTechnology(Technology):
 
     def max_msg_size(self, iface: str) -> int:
         return _MAX_PAYLOAD[_family_of(iface)]
+
+    def interface_status(self, iface: str) -> dict[str, Any]:
+        link = self._links.get(iface)
+        if link is None:
+            return {}
+        return {
+            "interface": link.netif.name,
+            "ifindex": link.netif.index,
+            "family": link.family,
+            "address": str(link.address),
+            "mtu": link.netif.mtu,
+            "send_drops": link.send_drops,
+            "peers": [
+                {"address": str(p.address), "name": p.announcement.name}
+                for p in self.peers.peers(iface)
+            ],
+            "designated": self.peers.designated(iface),
+        }
 
     def neighbor_set(self, iface: str) -> list[str]:
         """The hamcast daemons heard on the link."""
