@@ -56,7 +56,7 @@ _IPV4_MAPPED: Final = ipaddress.IPv6Network("::ffff:0:0/96")
 _Fields = tuple[str, str, str | None, int | None, str | None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class URI:
     """A parsed ``ham:`` group name (RFC 7046 §4.2.1), always in canonical form.
 
@@ -113,6 +113,18 @@ class URI:
                         f" (the fields format as {text!r})"
                     )
         object.__setattr__(self, "_name", name)
+
+    # Equality and hash by the cached canonical text: URIs are dictionary keys
+    # on the data path, and a str caches its own hash.
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not URI:
+            return NotImplemented
+        return self._name == other._name and self.credentials == other.credentials
+
+    def __hash__(self) -> int:
+        return hash(self._name)
 
     @classmethod
     def _make(cls, fields: _Fields, name: str) -> URI:

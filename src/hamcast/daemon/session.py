@@ -79,6 +79,8 @@ class ClientSession(asyncio.Protocol):
         self._queued_bytes: dict[int, int] = {}
         self._loop = asyncio.get_running_loop()
         self._error_log_at = 0.0
+        self._last_names: tuple[URI, str, int] | None = None
+        self._last_ids = (0, 0)
 
     # --- asyncio.Protocol ------------------------------------------------------
 
@@ -272,11 +274,19 @@ class ClientSession(asyncio.Protocol):
     def _send_data(
         self, sock: int, group: URI, source: str, iface: int, payload: bytes | memoryview
     ) -> bool:
-        try:
-            group_id = self._name(NameKind.GROUP, group.name)
-            source_id = self._name(NameKind.SOURCE, source)
-        except UsageError:
-            return False  # every name id is pinned for sending: count it as a drop
+        # A stream repeats its (group, source): skip the two name lookups while
+        # neither changes and no id was reassigned meanwhile.
+        key = (group, source, self.names.evictions)
+        if key == self._last_names:
+            group_id, source_id = self._last_ids
+        else:
+            try:
+                group_id = self._name(NameKind.GROUP, group.name)
+                source_id = self._name(NameKind.SOURCE, source)
+            except UsageError:
+                return False  # every name id is pinned for sending: count it as a drop
+            self._last_names = (group, source, self.names.evictions)
+            self._last_ids = (group_id, source_id)
         self.conn.send_data(sock, group_id, source_id, iface, payload)
         return True
 

@@ -23,7 +23,7 @@ __all__ = ["NameTable"]
 class NameTable:
     """Bounded map between (kind, text) names and ids ``1..capacity``."""
 
-    __slots__ = ("_by_id", "_ids", "_lru", "_pins", "capacity")
+    __slots__ = ("_by_id", "_ids", "_lru", "_pins", "capacity", "evictions")
 
     def __init__(self, capacity: int = 16384) -> None:
         if capacity < 2:
@@ -34,6 +34,8 @@ class NameTable:
         # Unpinned ids, least recently used first.
         self._lru: OrderedDict[int, None] = OrderedDict()
         self._pins: dict[int, int] = {}
+        #: Ids reassigned so far; a caller caching ids re-checks when it changes.
+        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -51,6 +53,7 @@ class NameTable:
         elif self._lru:
             name_id, _ = self._lru.popitem(last=False)
             del self._ids[self._by_id[name_id]]
+            self.evictions += 1
         else:
             raise UsageError(f"all {self.capacity} names of this session are in use for sending")
         self._ids[key] = name_id
