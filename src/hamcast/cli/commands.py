@@ -1,5 +1,6 @@
 """The inspecting commands: ``map``, ``info``, ``interfaces``, ``groups`` and the RFC 7046
-service calls (``neighbors``, ``children``, ``parents``, ``designated``).
+service calls (``neighbors``, ``children``, ``parents``, ``designated``); and the
+network test-bed's ``testbed up|down|status``.
 
 Each takes the parsed arguments and an :class:`~hamcast.cli.render.Output` and
 returns the exit code; errors are raised as :class:`~hamcast.errors.HamcastError`
@@ -18,7 +19,7 @@ from rich.text import Text
 from hamcast.cli.connect import open_socket, socket_path
 from hamcast.cli.render import Output, group_info_json, interface_json, mapping_json
 from hamcast.client.sync import MulticastSocket
-from hamcast.errors import UnknownInterfaceError
+from hamcast.errors import UnknownInterfaceError, UsageError
 from hamcast.mapping import map_group
 from hamcast.model import Interface
 from hamcast.uri import URI
@@ -32,6 +33,9 @@ __all__ = [
     "map_command",
     "neighbors_command",
     "parents_command",
+    "testbed_down_command",
+    "testbed_status_command",
+    "testbed_up_command",
 ]
 
 
@@ -238,3 +242,133 @@ def designated_command(args: argparse.Namespace, out: Output) -> int:
         describe=lambda value: "yes" if value else "no",
         uri=uri,
     )
+
+
+# --- the network test-bed (docs/testbed.md) ------------------------------------------
+# hamcast.testbed is imported inside these functions: it is for root on a test
+# machine, and the client commands should not pay for loading it.
+
+
+def _testbed_table(description: dict[str, Any]) -> Table:
+    run = description["run"]
+    table = Table(title=f"test-bed {run}: namespaces {run}-NAME", title_justify="left")
+    for column in ("node", "role", "interface", "LAN", "IPv4", "IPv6"):
+        table.add_column(column)
+    for name, node in description["nodes"].items():
+        role = node["role"] if node["role"] == "host" else node["kind"]
+        for index, iface in enumerate(node["interfaces"]):
+            lan = iface["lan"] + ("" if iface["multicast"] else " (no multicast)")
+            table.add_row(
+                name if index == 0 else "",
+                role if index == 0 else "",
+                iface["name"],
+                lan,
+                _dash(iface["v4"]),
+                _dash(iface["v6"]),
+            )
+    return table
+
+
+def testbed_up_command(args: argparse.Namespace, out: Output) -> int:
+    """Build a test-bed from a TOML file, show it, and keep it until a signal ends it."""
+    import signal
+
+    from hamcast.testbed import load_topology
+
+    topology = load_topology(args.file)
+    try:
+        with topology.up() as net:
+            if args.wait_ready:
+                out.status("waiting for the routers to be ready ...")
+                waited = net.wait_ready(args.ready_timeout)
+                out.status(f"routers ready after {waited:.1f} s")
+            description = net.describe()
+            if out.json_mode:
+                out.json_document(description)
+            else:
+                out.table(_testbed_table(description))
+                for name, node in description["nodes"].items():
+                    for daemon in node.get("daemons", []):
+                        out.line(
+                            f"{name}: {daemon['name']} pid {daemon['pid']}, log {daemon['log']}"
+                        )
+            out.status(f"test-bed {net.base} is up; Ctrl-C or SIGTERM tears it down")
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        # Ctrl-C, SIGTERM and SIGHUP (hamcast.testbed.Terminated) are how this
+        # command is meant to end; the with block has torn everything down.
+        out.status("test-bed torn down")
+        return 0
+
+
+def _down_report(out: Output, report: Any) -> None:
+    if out.json_mode:
+        out.json_document(report.to_json())
+        return
+    if not report.runs and not report.live:
+        out.line("nothing to remove")
+    for run in report.runs:
+        out.line(f"removed {run}")
+    if report.namespaces:
+        out.line(f"namespaces deleted: {', '.join(report.namespaces)}")
+    if report.processes:
+        out.line(f"processes stopped: {', '.join(map(str, report.processes))}")
+    for link in report.links:
+        out.line(f"link deleted: {link}")
+    for folder in report.folders:
+        out.line(f"folder removed: {folder}")
+    for run in report.live:
+        out.note(f"left {run} alone: its process still runs (--force removes it anyway)")
+
+
+def testbed_down_command(args: argparse.Namespace, out: Output) -> int:
+    """Remove the given test-bed runs, or with --all everything left by dead runs."""
+    from hamcast.testbed import DEFAULT_PREFIX, down, down_all
+    from hamcast.testbed.netns import require_root
+
+    if not args.all and not args.runs:
+        raise UsageError("say which runs to remove, or --all (see `hamcast testbed status`)")
+    if args.all and args.runs:
+        raise UsageError("give run names or --all, not both")
+    require_root()
+    if args.all:
+        report = down_all(args.prefix or [DEFAULT_PREFIX], force=args.force)
+    else:
+        try:
+            report = down(args.runs, force=args.force)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    _down_report(out, report)
+    return 0
+
+
+def testbed_status_command(args: argparse.Namespace, out: Output) -> int:
+    """List recorded test-bed runs and unrecorded leftovers."""
+    from hamcast.testbed import DEFAULT_PREFIX, status
+
+    runs = status(args.prefix or [DEFAULT_PREFIX])
+    if out.json_mode:
+        out.json_document([run.to_json() for run in runs])
+        return 0
+    if not runs:
+        out.line("no test-bed runs")
+        return 0
+    table = Table(title="test-bed runs", title_justify="left")
+    for column in ("run", "state", "owner", "namespaces", "processes"):
+        table.add_column(column)
+    for run in runs:
+        if run.owner_pid is None:
+            state = "leftover (no record)"
+        else:
+            state = "live" if run.live else "dead (down --all removes it)"
+        processes = ", ".join(f"{p['role']}@{p['node']}:{p['pid']}" for p in run.processes)
+        table.add_row(
+            run.base,
+            state,
+            _dash(run.owner_pid),
+            str(len(run.namespaces)),
+            Text(processes or "-"),
+        )
+    out.table(table)
+    return 0

@@ -252,4 +252,68 @@ def build_parser(prog: str = "hamcast", daemon_prog: str | None = None) -> argpa
         parser_ = _command(sub, name, run, text)
         _uri_argument(parser_)
         _interface_option(parser_)
+    _add_testbed(sub)
     return parser
+
+
+def _add_testbed(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``hamcast testbed up|down|status``: the network test-bed (docs/testbed.md)."""
+    testbed = sub.add_parser(
+        "testbed",
+        help="build multicast test networks in network namespaces (root; docs/testbed.md)",
+        description="Build hosts, LANs and multicast routers in Linux network namespaces,"
+        " and remove them. Needs root. Everything created is named PREFIX-RUNID-NAME"
+        " (prefix hct unless the topology says otherwise).",
+    )
+    actions = testbed.add_subparsers(dest="testbed_command", metavar="ACTION", required=True)
+    up = _command(
+        actions,
+        "up",
+        commands.testbed_up_command,
+        "build the test-bed FILE describes, print it, and keep it until Ctrl-C or SIGTERM",
+    )
+    up.add_argument("file", metavar="FILE", help="a TOML topology (format: docs/testbed.md)")
+    up.add_argument(
+        "--wait-ready",
+        action="store_true",
+        help="print only once every router is fully ready (pimd: ~20 s, for any-source multicast)",
+    )
+    up.add_argument(
+        "--ready-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=60.0,
+        help="fail if --wait-ready waits longer than SECONDS (default: 60)",
+    )
+    down = _command(
+        actions,
+        "down",
+        commands.testbed_down_command,
+        "remove test-beds: the given runs, or with --all every run whose process is gone",
+    )
+    down.add_argument(
+        "runs", metavar="RUN", nargs="*", help="runs to remove, named PREFIX-RUNID (see status)"
+    )
+    down.add_argument(
+        "--all",
+        action="store_true",
+        help="every run whose building process is gone, and anything named like a run",
+    )
+    down.add_argument(
+        "--force", action="store_true", help="also runs whose building process still runs"
+    )
+    down.add_argument(
+        "--prefix",
+        metavar="PREFIX",
+        action="append",
+        help="with --all: the name prefix of unrecorded leftovers (repeatable; default: hct)",
+    )
+    status = _command(
+        actions, "status", commands.testbed_status_command, "list test-bed runs and leftovers"
+    )
+    status.add_argument(
+        "--prefix",
+        metavar="PREFIX",
+        action="append",
+        help="also list unrecorded namespaces with this prefix (repeatable; default: hct)",
+    )

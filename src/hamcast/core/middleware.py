@@ -23,6 +23,7 @@ groups on their interfaces.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -559,7 +560,8 @@ class Middleware:
     def notify(self, technology: Technology, iface: str, event: Event) -> None:
         index = self._index_of.get((technology.name, iface))
         if index is not None:
-            self._broadcast(index, event)
+            # Modules do not know the core's interface numbering: fill it in.
+            self._broadcast(index, dataclasses.replace(event, interface=index))
 
     def interfaces_changed(self, technology: Technology) -> None:
         self._sync_interfaces(technology)

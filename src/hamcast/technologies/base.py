@@ -67,7 +67,10 @@ class Upcalls(Protocol):
         """A message for ``group`` arrived on interface ``iface`` from ``source``."""
 
     def notify(self, technology: Technology, iface: str, event: Event) -> None:
-        """The module observed another host's join/leave, or its network changed."""
+        """The module observed another host's join/leave, or its network changed.
+
+        The event's ``interface`` field is set by the core; pass any value.
+        """
 
     def interfaces_changed(self, technology: Technology) -> None:
         """The module's interface list changed; the core will call interfaces() again."""

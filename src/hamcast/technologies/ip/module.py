@@ -28,11 +28,17 @@ Options (``[technology.ip]``):
     see :mod:`hamcast.technologies.ip.peers`)
 ``announce_interval``
     seconds between announcements (default 10)
+``discovery``
+    observe IGMP/MLD queries and reports and PIM Hellos on every link (default
+    true; needs CAP_NET_RAW, else every link's verdict is ``unknown``)
+``[technology.ip.discovery]``
+    fields of :class:`hamcast.discovery.DiscoveryConfig` (timers, bounds)
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -42,8 +48,19 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from hamcast.discovery import (
+    DiscoveryConfig,
+    DiscoveryDriver,
+    DiscoveryEvent,
+    MemberExpired,
+    MemberReported,
+    Verdict,
+    VerdictChanged,
+)
 from hamcast.errors import ResourceError, UnsupportedGroupError, UsageError
+from hamcast.events import InterfaceChanged, MemberJoined, MemberLeft
 from hamcast.mapping import GroupMapping, NameTable, map_group
+from hamcast.model import GroupRole, GroupSetEntry
 from hamcast.technologies.base import Technology, TechnologyInterface
 from hamcast.technologies.ip import sockopts
 from hamcast.technologies.ip.netifs import NetInterface, scan
@@ -135,6 +152,19 @@ class IpTechnology(Technology):
         self.peers = PeerTable(os.urandom(16), socket.gethostname(), ("ip",), interval)
         self._peer_timer: asyncio.TimerHandle | None = None
         self._announced: set[str] = set()
+        self._discovery: DiscoveryDriver | None = None
+        self._discovery_config: DiscoveryConfig | None = None
+        discovery = self.options.get("discovery", True)
+        if isinstance(discovery, dict):
+            try:
+                self._discovery_config = DiscoveryConfig(**discovery)
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"[technology.ip.discovery]: {exc}") from None
+        elif discovery is not True and discovery is not False:
+            raise UsageError("[technology.ip] discovery must be true, false or a table")
+        self._discovery_on = discovery is not False
+        #: The name this daemon knows for each group address (for membership events).
+        self._by_address: dict[IpAddress, URI] = {}
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -143,12 +173,23 @@ class IpTechnology(Technology):
         self._loop = asyncio.get_running_loop()
         self._refresh_links()
         self._schedule_rescan()
+        if self._discovery_on:
+            self._discovery = DiscoveryDriver(
+                self._netif_list(),
+                self._on_discovery,
+                self._discovery_config,
+                families=self._families,
+            )
+            await self._discovery.start()
 
     async def stop(self) -> None:
         if self._rescan is not None:
             self._rescan.cancel()
         if self._peer_timer is not None:
             self._peer_timer.cancel()
+        if self._discovery is not None:
+            await self._discovery.stop()
+            self._discovery = None
         for receiver in list(self._receivers.values()):
             self._close_receiver(receiver)
         for link in self._links.values():
@@ -164,8 +205,39 @@ class IpTechnology(Technology):
 
     def _rescan_now(self) -> None:
         if self._refresh_links():
+            if self._discovery is not None:
+                self._discovery.set_interfaces(self._netif_list())
             self.upcalls.interfaces_changed(self)
         self._schedule_rescan()
+
+    def _netif_list(self) -> list[tuple[int, str]]:
+        return sorted({(link.netif.index, link.netif.name) for link in self._links.values()})
+
+    # --- service discovery --------------------------------------------------------
+
+    def _on_discovery(self, event: DiscoveryEvent) -> None:
+        if isinstance(event, VerdictChanged):
+            link = self._by_index.get((event.interface, event.family))
+            if link is not None:
+                logger.info("%s: %s -> %s", link.key, event.old.value, event.new.value)
+                self.upcalls.notify(self, link.key, InterfaceChanged(0, event.new.value))
+        elif isinstance(event, MemberReported | MemberExpired):
+            address = ipaddress.ip_address(event.group)
+            link = self._by_index.get((event.interface, address.version))
+            if link is not None:
+                group = self._by_address.get(address) or URI.for_ip(address, None)
+                happened = (
+                    MemberJoined(group, 0)
+                    if isinstance(event, MemberReported)
+                    else MemberLeft(group, 0)
+                )
+                self.upcalls.notify(self, link.key, happened)
+
+    def _discovered(self, iface: str) -> tuple[Verdict, Any] | None:
+        link = self._links.get(iface)
+        if link is None or self._discovery is None:
+            return None
+        return self._discovery.snapshot(link.netif.index, link.family)
 
     # --- hamcast peers -----------------------------------------------------------
 
@@ -303,6 +375,7 @@ class IpTechnology(Technology):
             raise
         receiver.members.add((iface, group))
         self._names.remember(mapping)
+        self._by_address[address] = group
 
     def leave(self, iface: str, group: URI) -> None:
         link = self._links.get(iface)
@@ -314,6 +387,8 @@ class IpTechnology(Technology):
         if link is not None:
             _, address = self._target(link, group)
             sockopts.leave(receiver.sock, link.netif.index, address, mapping.source)
+            if not any(g == group for _, g in receiver.members):
+                self._by_address.pop(address, None)
         if not receiver.members:
             self._close_receiver(receiver)
 
@@ -326,6 +401,7 @@ class IpTechnology(Technology):
                 f"which is not an address of {link.netif.name}"
             )
         self._names.remember(mapping)
+        self._by_address[self._target(link, group)[1]] = group
 
     def send(
         self, iface: str, group: URI, payload: bytes | memoryview, ttl: int, origin: str
@@ -379,11 +455,61 @@ class IpTechnology(Technology):
                 for p in self.peers.peers(iface)
             ],
             "designated": self.peers.designated(iface),
+            "discovery": self._discovery_status(iface),
+        }
+
+    def _discovery_status(self, iface: str) -> dict[str, Any]:
+        found = self._discovered(iface)
+        if found is None:
+            return {"verdict": Verdict.UNKNOWN.value, "evidence": None}
+        verdict, evidence = found
+        return {
+            "verdict": verdict.value,
+            "evidence": dataclasses.asdict(evidence) if evidence is not None else None,
         }
 
     def neighbor_set(self, iface: str) -> list[str]:
-        """The hamcast daemons heard on the link."""
-        return [str(peer.address) for peer in self.peers.peers(iface)]
+        """Multicast routers (PIM neighbours, the querier) and hamcast daemons on the link."""
+        found: list[str] = []
+        discovered = self._discovered(iface)
+        if discovered is not None:
+            evidence = discovered[1]
+            found += [n.address for n in evidence.neighbours]
+            if evidence.querier is not None and evidence.querier.address not in found:
+                found.append(evidence.querier.address)
+        found += [str(p.address) for p in self.peers.peers(iface) if str(p.address) not in found]
+        return found
+
+    def group_set(self, iface: str) -> list[GroupSetEntry]:
+        """Groups other hosts on the link reported (IGMP/MLD), as listeners."""
+        discovered = self._discovered(iface)
+        if discovered is None:
+            return []
+        entries = []
+        for info in discovered[1].groups:
+            address = ipaddress.ip_address(info.group)
+            name = self._by_address.get(address) or URI.for_ip(address, None)
+            entries.append(GroupSetEntry(name, GroupRole.LISTENER))
+        return entries
+
+    def parent_set(self, iface: str, group: URI) -> list[str]:
+        """Upstream of native multicast on this link: its PIM routers."""
+        discovered = self._discovered(iface)
+        if discovered is None:
+            return []
+        return [n.address for n in discovered[1].neighbours]
+
+    def children_set(self, iface: str, group: URI) -> list[str]:
+        """Other hosts on the link that reported membership of ``group``."""
+        link = self._links.get(iface)
+        discovered = self._discovered(iface)
+        if link is None or discovered is None:
+            return []
+        _, address = self._target(link, group)
+        for info in discovered[1].groups:
+            if ipaddress.ip_address(info.group) == address:
+                return list(info.reporters)
+        return []
 
     def designated_host(self, iface: str, group: URI) -> bool:
         """Lowest address among the link's hamcast daemons (peers module)."""
