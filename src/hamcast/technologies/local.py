@@ -32,6 +32,9 @@ class LocalTechnology(Technology):
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
+        unknown = sorted(set(self.options) - {"max_msg_size"})
+        if unknown:
+            raise UsageError(f"[technology.local] unknown option(s): {', '.join(unknown)}")
         self._max_msg_size = int(self.options.get("max_msg_size", 65507))
         if not 1 <= self._max_msg_size <= 1 << 20:
             raise UsageError("[technology.local] max_msg_size must be 1 to 1048576 bytes")

@@ -81,6 +81,14 @@ logger = logging.getLogger(__name__)
 _MAX_PAYLOAD = {4: 65507, 6: 65527}
 #: IP + UDP header bytes per family, subtracted from the MTU for the atomic size.
 _HEADERS = {4: 28, 6: 48}
+_OPTIONS = {
+    "interfaces",
+    "families",
+    "rescan_interval",
+    "announce",
+    "announce_interval",
+    "discovery",
+}
 #: Datagrams read per readiness callback before yielding to other work.
 _READ_BATCH = 256
 
@@ -128,6 +136,9 @@ class IpTechnology(Technology):
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         super().__init__(options)
+        unknown = sorted(set(self.options) - _OPTIONS)
+        if unknown:
+            raise UsageError(f"[technology.ip] unknown option(s): {', '.join(unknown)}")
         wanted = self.options.get("interfaces")
         if wanted is not None and not (
             isinstance(wanted, list) and all(isinstance(n, str) for n in wanted)
