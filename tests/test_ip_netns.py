@@ -1,0 +1,337 @@
+"""The ``ip`` technology between real daemons in network namespaces, with a real pimd router.
+
+Runs on the standard test-bed (tests/testbed_fixtures.py): lan1 (h1, h2) and lan2
+(h3) joined by r1 (pimd for IPv4, smcroute for IPv6), a plain LAN (h4, h5) with
+no querier and no router, and a dark LAN (d1, d2) without multicast. Each host
+runs a hamcast daemon with the ``ip`` and ``local`` technologies; the test
+process talks to them over their Unix sockets (which do not belong to a network
+namespace) with the ordinary client library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import hamcast
+from hamcast.events import InterfaceChanged, MemberJoined, MemberLeft
+from hamcast.testbed import Network
+from tests.conftest import answers, wait_until
+from tests.testbed_fixtures import (
+    multicast_receiver,
+    multicast_sender,
+    receive,
+    standard_net,
+)
+
+__all__ = ["standard_net"]
+
+pytestmark = pytest.mark.integration
+
+HOSTS = ("h1", "h2", "h3", "h4", "h5", "d1", "d2")
+SETTLE = 3.0  # discovery's settle time for these daemons, seconds
+
+CONFIG = f"""
+technologies = ["ip", "local"]
+
+[technology.ip]
+announce_interval = 2
+rescan_interval = 1
+
+[technology.ip.discovery]
+settle_time = {SETTLE}
+"""
+
+
+class Daemons:
+    """One daemon per host of the standard net; sockets are opened per test."""
+
+    def __init__(self, net: Network, folder: Path) -> None:
+        self.net = net
+        self.folder = folder
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        config = folder / "hamcastd.toml"
+        config.write_text(CONFIG)
+        for host in HOSTS:
+            log = (folder / f"{host}.log").open("wb")
+            self.processes[host] = net.popen(
+                host,
+                [
+                    sys.executable,
+                    "-m",
+                    "hamcast.cli",
+                    "daemon",
+                    "--socket",
+                    self.path(host),
+                    "--config",
+                    str(config),
+                    "--log-level",
+                    "info",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            log.close()
+        for host in HOSTS:
+            wait_until(lambda h=host: answers(self.path(h)), 20, f"the daemon on {host}")
+
+    def path(self, host: str) -> str:
+        return str(self.folder / f"{host}.sock")
+
+    def socket(self, host: str, *interfaces: int) -> hamcast.MulticastSocket:
+        return hamcast.MulticastSocket(interfaces, socket_path=self.path(host), embedded=False)
+
+    def log(self, host: str) -> str:
+        return (self.folder / f"{host}.log").read_text()
+
+    def stop(self) -> dict[str, int]:
+        codes = {}
+        for host, process in self.processes.items():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            codes[host] = process.wait(timeout=15)
+        return codes
+
+
+@pytest.fixture(scope="module")
+def daemons(standard_net: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemons]:
+    running = Daemons(standard_net, tmp_path_factory.mktemp("ipdaemons"))
+    try:
+        yield running
+    finally:
+        codes = running.stop()
+        assert codes == dict.fromkeys(HOSTS, 0), "every daemon stops cleanly on SIGTERM"
+
+
+def ip_interface(sock: hamcast.MulticastSocket, family: int) -> hamcast.Interface:
+    """The socket's ``ip`` interface of ``family``."""
+    for iface in sock.interfaces():
+        if iface.technology == "ip" and (":" in iface.address) == (family == 6):
+            return iface
+    raise AssertionError(f"no IPv{family} interface in {sock.interfaces()}")
+
+
+def receive_while_sending(
+    rx: hamcast.MulticastSocket,
+    send: Callable[[int], None],
+    *,
+    timeout: float,
+) -> hamcast.Message:
+    """Send numbered messages until the first arrives (a route may need a moment)."""
+    deadline = time.monotonic() + timeout
+    number = 0
+    while time.monotonic() < deadline:
+        send(number)
+        number += 1
+        with contextlib.suppress(hamcast.ReceiveTimeoutError):
+            return rx.receive(timeout=0.1)
+    pytest.fail(f"nothing arrived within {timeout} s ({number} sent)")
+
+
+def drain(rx: hamcast.MulticastSocket, quiet: float = 0.3) -> int:
+    count = 0
+    with contextlib.suppress(hamcast.ReceiveTimeoutError):
+        while True:
+            rx.receive(timeout=quiet)
+            count += 1
+    return count
+
+
+# --- one LAN -------------------------------------------------------------------------
+
+
+def test_same_lan_ipv4_delivery_carries_the_senders_name(daemons: Daemons) -> None:
+    net = daemons.net
+    with daemons.socket("h2") as rx, daemons.socket("h1") as tx:
+        rx.join("ham:opaque:lan-news")
+        for i in range(20):
+            tx.send("ham:opaque:lan-news", b"news %d" % i)
+        got = [rx.receive(timeout=5) for _ in range(20)]
+        assert [m.payload for m in got] == [b"news %d" % i for i in range(20)]
+        assert {str(m.group) for m in got} == {"ham:opaque:lan-news"}
+        assert {m.source.rsplit(":", 1)[0] for m in got} == {net.address("h1", 4)}
+        assert {m.interface for m in got} == {ip_interface(rx, 4).index}
+
+
+def test_same_lan_ipv6_delivery(daemons: Daemons) -> None:
+    net = daemons.net
+    group = "ham:ip:[ff15::4:1]:6001"
+    with daemons.socket("h2") as rx, daemons.socket("h1") as tx:
+        rx.join(group)
+        for i in range(5):
+            tx.send(group, b"v6 %d" % i)
+        got = [rx.receive(timeout=5) for _ in range(5)]
+        assert [m.payload for m in got] == [b"v6 %d" % i for i in range(5)]
+        assert {m.source.rsplit(":", 1)[0] for m in got} == {f"[{net.address('h1', 6)}]"}
+        assert {m.interface for m in got} == {ip_interface(rx, 6).index}
+
+
+def test_plain_sender_reaches_hamcast_receiver(daemons: Daemons) -> None:
+    net = daemons.net
+    with daemons.socket("h5") as rx:
+        rx.join("ham:ip:239.3.3.3:5003")
+        plain = multicast_sender(net, "h4", 4, ttl=1)
+        try:
+            for i in range(5):
+                plain.sendto(b"plain %d" % i, ("239.3.3.3", 5003))
+        finally:
+            plain.close()
+        got = [rx.receive(timeout=5) for _ in range(5)]
+    assert [m.payload for m in got] == [b"plain %d" % i for i in range(5)]
+    assert {str(m.group) for m in got} == {"ham:ip:239.3.3.3:5003"}
+
+
+def test_hamcast_sender_reaches_plain_receiver_byte_for_byte(daemons: Daemons) -> None:
+    net = daemons.net
+    plain = multicast_receiver(net, "h5", "239.3.3.4", 5004)
+    try:
+        with daemons.socket("h4") as tx:
+            payloads = [b"", b"\x00\xff binary", b"x" * 1400]
+            for payload in payloads:
+                tx.send("ham:ip:239.3.3.4:5004", payload)
+            got = [receive(plain, 5) for _ in payloads]
+    finally:
+        plain.close()
+    assert got == [(p, net.address("h4", 4)) for p in payloads]
+
+
+def test_ssm_receiver_gets_only_its_source(daemons: Daemons) -> None:
+    net = daemons.net
+    h1 = net.address("h1", 4)
+    group = f"ham:ip:232.4.4.4@{h1}:5005"
+    with daemons.socket("h2") as rx, daemons.socket("h1") as tx:
+        rx.join(group)
+        intruder = multicast_sender(net, "h2", 4, ttl=1)
+        try:
+            intruder.sendto(b"not from h1", ("232.4.4.4", 5005))
+        finally:
+            intruder.close()
+        tx.send(group, b"from h1")
+        message = rx.receive(timeout=5)
+        assert (message.payload, str(message.group)) == (b"from h1", group)
+        assert drain(rx) == 0, "the other source's datagram never arrives"
+
+
+def test_src_register_refuses_an_ssm_source_that_is_not_this_host(daemons: Daemons) -> None:
+    net = daemons.net
+    with daemons.socket("h2") as s:
+        v4 = ip_interface(s, 4).index
+        assert v4 not in s.src_register(f"ham:ip:232.4.4.5@{net.address('h2', 4)}:5006")
+        assert v4 in s.src_register(f"ham:ip:232.4.4.5@{net.address('h1', 4)}:5006")
+
+
+# --- across the router ---------------------------------------------------------------
+
+
+def test_routed_ssm_across_pimd(daemons: Daemons) -> None:
+    net = daemons.net
+    group = f"ham:ip:232.5.5.5@{net.address('h1', 4)}:5007"
+    with daemons.socket("h3") as rx, daemons.socket("h1") as tx:
+        tx.set_ttl(8)
+        rx.join(group)
+        first = receive_while_sending(rx, lambda n: tx.send(group, b"ssm %d" % n), timeout=20)
+        assert first.payload.startswith(b"ssm ")
+        assert str(first.group) == group
+
+
+def test_routed_asm_across_pimd_and_ttl_1_stays_on_the_link(daemons: Daemons) -> None:
+    net = daemons.net
+    net.wait_ready()
+    group = "ham:ip:239.6.6.6:5008"
+    with daemons.socket("h3") as far, daemons.socket("h2") as near, daemons.socket("h1") as tx:
+        far.join(group)
+        near.join(group)
+        tx.set_ttl(8)
+        receive_while_sending(far, lambda n: tx.send(group, b"asm %d" % n), timeout=60)
+        drain(far)
+        drain(near)
+        tx.set_ttl(1)
+        for i in range(10):
+            tx.send(group, b"ttl1 %d" % i)
+        assert [near.receive(timeout=5).payload for _ in range(10)] == [
+            b"ttl1 %d" % i for i in range(10)
+        ]
+        assert drain(far, quiet=1.0) == 0, "a TTL-1 message does not cross the router"
+        tx.set_ttl(8)
+        tx.send(group, b"ttl8 again")
+        assert far.receive(timeout=5).payload == b"ttl8 again"
+
+
+def test_routed_ipv6_across_smcroute(daemons: Daemons) -> None:
+    group = "ham:ip:[ff0e::6:7]:6008"
+    with daemons.socket("h3") as rx, daemons.socket("h1") as tx:
+        tx.set_ttl(8)
+        rx.join(group)
+        first = receive_while_sending(rx, lambda n: tx.send(group, b"v6 %d" % n), timeout=20)
+        assert first.payload.startswith(b"v6 ")
+
+
+# --- discovery and peers ------------------------------------------------------------
+
+
+def verdict(sock: hamcast.MulticastSocket, family: int) -> str:
+    status = sock.interface_status(ip_interface(sock, family))
+    value: str = status["discovery"]["verdict"]
+    return value
+
+
+def test_discovery_verdicts(daemons: Daemons) -> None:
+    with daemons.socket("h1") as routed, daemons.socket("h4") as plain:
+        wait_until(lambda: verdict(routed, 4) == "routed", 30, "lan1 to be seen as routed")
+        router = daemons.net.address("r1", 4, "lan1")
+        assert router in routed.neighbor_set(ip_interface(routed, 4))
+        assert routed.parent_set(ip_interface(routed, 4), "ham:ip:239.1.1.1:1") == [router]
+        wait_until(lambda: verdict(plain, 4) == "none", SETTLE + 10, "the plain LAN to settle")
+        assert verdict(plain, 6) == "none"
+
+
+def test_no_multicast_link_offers_no_ip_interface(daemons: Daemons) -> None:
+    with daemons.socket("d1") as s:
+        assert [i.technology for i in s.interfaces()] == ["local"]
+        assert s.neighbor_set(s.interfaces()[0]) == []
+
+
+def test_peers_know_each_other_and_agree_on_the_designated_host(daemons: Daemons) -> None:
+    net = daemons.net
+    with daemons.socket("h1") as a, daemons.socket("h2") as b:
+        a4, b4 = ip_interface(a, 4), ip_interface(b, 4)
+        wait_until(lambda: net.address("h2", 4) in a.neighbor_set(a4), 10, "h1 to hear h2")
+        wait_until(lambda: net.address("h1", 4) in b.neighbor_set(b4), 10, "h2 to hear h1")
+        group = "ham:opaque:elect"
+        assert a.designated_host(a4, group) is True, "h1 has the lower address"
+        assert b.designated_host(b4, group) is False
+    with daemons.socket("h3") as alone:
+        assert alone.designated_host(ip_interface(alone, 4), "ham:opaque:elect") is True
+
+
+def test_other_hosts_membership_is_an_event(daemons: Daemons) -> None:
+    net = daemons.net
+    with daemons.socket("h2") as watcher:
+        watcher.enable_events()
+        member = multicast_receiver(net, "h1", "239.8.8.8", 5009)
+        try:
+            group = hamcast.URI.parse("ham:ip:239.8.8.8")
+            deadline = time.monotonic() + 10
+            seen: list[object] = []
+            while MemberJoined(group, ip_interface(watcher, 4).index) not in seen:
+                assert time.monotonic() < deadline, f"no join event; saw {seen}"
+                with contextlib.suppress(hamcast.ReceiveTimeoutError):
+                    seen.append(watcher.next_event(timeout=0.5))
+            entries = watcher.group_set(ip_interface(watcher, 4))
+            assert hamcast.GroupSetEntry(group, hamcast.GroupRole.LISTENER) in entries
+            assert watcher.children_set(ip_interface(watcher, 4), group) == [net.address("h1", 4)]
+        finally:
+            member.close()
+        deadline = time.monotonic() + 10
+        while MemberLeft(group, ip_interface(watcher, 4).index) not in seen:
+            assert time.monotonic() < deadline, f"no leave event; saw {seen}"
+            with contextlib.suppress(hamcast.ReceiveTimeoutError):
+                seen.append(watcher.next_event(timeout=0.5))
+        assert all(not isinstance(e, InterfaceChanged) or e.interface > 0 for e in seen)
