@@ -335,3 +335,41 @@ def test_other_hosts_membership_is_an_event(daemons: Daemons) -> None:
             with contextlib.suppress(hamcast.ReceiveTimeoutError):
                 seen.append(watcher.next_event(timeout=0.5))
         assert all(not isinstance(e, InterfaceChanged) or e.interface > 0 for e in seen)
+
+
+def test_interfaces_that_come_and_go(daemons: Daemons) -> None:
+    net = daemons.net
+
+    def names(sock: hamcast.MulticastSocket) -> set[str]:
+        return {i.name for i in sock.interfaces() if i.technology == "ip"}
+
+    with daemons.socket("h5") as s:
+        for command in (
+            # A veth pair inside the host (this kernel has no dummy driver).
+            ["ip", "link", "add", "hcx0", "type", "veth", "peer", "name", "hcx1"],
+            ["ip", "link", "set", "hcx1", "up"],
+            ["ip", "link", "set", "hcx0", "multicast", "on", "up"],
+            ["ip", "addr", "add", "10.77.0.5/24", "dev", "hcx0"],
+        ):
+            net.run("h5", command, check=True)
+        try:
+
+            def new_v4() -> list[hamcast.Interface]:
+                return [i for i in s.interfaces() if (i.name, i.address) == ("hcx0", "10.77.0.5")]
+
+            wait_until(lambda: bool(new_v4()), 10, "the new interface to appear")
+            (new,) = new_v4()
+            with daemons.socket("h5", new.index) as pinned:
+                pinned.join("ham:ip:239.9.9.9:5010")
+                net.run("h5", ["ip", "link", "del", "hcx0"], check=True)
+                wait_until(lambda: "hcx0" not in names(s), 10, "the interface to vanish")
+                assert pinned.get_interfaces() == []
+                assert pinned.groups() == [] or all(
+                    g.interface != new.index for g in pinned.groups()
+                )
+                with pytest.raises(hamcast.UnsupportedGroupError, match="no interfaces"):
+                    pinned.send("ham:ip:239.9.9.9:5010", b"nowhere")
+        finally:
+            net.run("h5", ["ip", "link", "del", "hcx0"])
+        # The daemon carries on with its other interfaces.
+        assert "eth0" in names(s)
