@@ -70,8 +70,10 @@ def _early_sysctls(plan: Plan) -> list[Step]:
         # may filter by reverse path; multicast from remote sources on a
         # multi-homed host, and routing (pimd's README), need it off.
         # Interfaces made later take the "default" value.
-        steps.append(Sysctl(node.namespace, "net.ipv4.conf.all.rp_filter", "0"))
-        steps.append(Sysctl(node.namespace, "net.ipv4.conf.default.rp_filter", "0"))
+        # Likewise a forced IGMP version (0: IGMPv3, which SSM needs).
+        for key in ("rp_filter", "force_igmp_version"):
+            steps.append(Sysctl(node.namespace, f"net.ipv4.conf.all.{key}", "0"))
+            steps.append(Sysctl(node.namespace, f"net.ipv4.conf.default.{key}", "0"))
     for lan in plan.lans.values():
         # The bridge and its ports are plumbing: without IPv6 they send no
         # MLD reports or router solicitations that hosts would mistake for a
@@ -87,32 +89,34 @@ def _bridge_steps(lan: LanPlan) -> list[Step]:
         # Snooping on, as in real switches; as a querier the bridge must speak
         # IGMPv3/MLDv2, or hosts drop to v2/v1 and SSM breaks (TESTBED-FACTS).
         _ip(
-            ns, "link", "add", "br0", "type", "bridge",
+            ns, "link", "add", "name", "br0", "address", lan.bridge_mac, "type", "bridge",
             "mcast_snooping", "1", "mcast_querier", querier,
             "mcast_igmp_version", "3", "mcast_mld_version", "2",
-            "mcast_query_use_ifaddr", "1",
+            # Queries from the bridge's own address, every 12 s like pimd's
+            # (the kernel's default is 125 s), after two at start 3 s apart.
+            "mcast_query_use_ifaddr", "1", "mcast_query_interval", "1200",
+            "mcast_startup_query_interval", "300",
         ),
     ]  # fmt: skip
     if lan.lan.querier:
         steps.append(Sysctl(ns, "net.ipv6.conf.br0.disable_ipv6", "0"))
         if lan.querier_v4 is not None:
             steps.append(_ip(ns, "addr", "add", str(lan.querier_v4), "dev", "br0"))
-    steps.append(_ip(ns, "link", "set", "br0", "up"))
     return steps
 
 
 def _port_steps(lan: LanPlan, node: NodePlan, port: Port) -> list[Step]:
     sw, ns = lan.namespace, node.namespace
     steps: list[Step] = [
-        _ip(sw, "link", "add", port.bridge_port, "type", "veth",
+        _ip(sw, "link", "add", "name", port.bridge_port, "type", "veth",
             "peer", "name", port.ifname, "address", port.mac, "netns", ns),
-        _ip(sw, "link", "set", port.bridge_port, "master", "br0", "up"),
+        _ip(sw, "link", "set", "dev", port.bridge_port, "master", "br0", "up"),
     ]  # fmt: skip
     if not port.multicast:
         # Both halves are needed: with only the host's flag off it still
         # receives flooded multicast (TESTBED-FACTS).
         steps.append(_bridge(sw, "link", "set", "dev", port.bridge_port, "mcast_flood", "off"))
-        steps.append(_ip(ns, "link", "set", port.ifname, "multicast", "off"))
+        steps.append(_ip(ns, "link", "set", "dev", port.ifname, "multicast", "off"))
     elif port.router:
         # A permanent multicast-router port gets all multicast, as switches
         # treat router ports, so static routes need no joins on the LAN.
@@ -121,7 +125,7 @@ def _port_steps(lan: LanPlan, node: NodePlan, port: Port) -> list[Step]:
         steps.append(_ip(ns, "addr", "add", str(port.v4), "dev", port.ifname))
     if port.v6 is not None:
         steps.append(_ip(ns, "addr", "add", str(port.v6), "dev", port.ifname, "nodad"))
-    steps.append(_ip(ns, "link", "set", port.ifname, "up"))
+    steps.append(_ip(ns, "link", "set", "dev", port.ifname, "up"))
     return steps
 
 
@@ -156,12 +160,15 @@ def build_steps(plan: Plan) -> list[Step]:
     records each one first so a crash cannot leave an unrecorded namespace).
     """
     steps: list[Step] = _early_sysctls(plan)
-    steps += [_ip(ns, "link", "set", "lo", "up") for ns in plan.namespaces()]
+    steps += [_ip(ns, "link", "set", "dev", "lo", "up") for ns in plan.namespaces()]
     for lan in plan.lans.values():
         steps += _bridge_steps(lan)
     for lan in plan.lans.values():
         for port in lan.ports:
             steps += _port_steps(lan, plan.nodes[port.node], port)
+        # Up only once every port is on it: a querier bridge sends its first
+        # query when it comes up, and it should reach every host at once.
+        steps.append(_ip(lan.namespace, "link", "set", "dev", "br0", "up"))
     for node in plan.nodes.values():
         steps += _node_late_steps(node)
     return steps

@@ -114,16 +114,34 @@ def exit_on_termination() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP while inside, so a second Ctrl-C cannot cut a teardown short."""
+    """Hold SIGINT/SIGTERM/SIGHUP while inside, so a second Ctrl-C cannot cut a teardown short.
+
+    The handlers are swapped for one that only notes the signal (masking would
+    not do: another thread may take the signal, and Python still runs the
+    handler in the main thread); on leaving, the first signal noted is raised
+    again for the program's own handler, now that the teardown is complete.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    noted: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        del frame
+        noted.append(signum)
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        handler = signal.getsignal(sig)
+        if handler is not None and handler != signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, note)
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if noted:
+            signal.raise_signal(noted[0])
 
 
 # Networks not closed yet: closed at interpreter exit if their owner forgot.
@@ -189,16 +207,22 @@ class Network:
         ``keep_workdir`` keeps the folder of router configurations and logs.
         """
         require_root()
-        run_id = _new_run_id(topology.prefix)
-        plan = topology.plan(run_id)
-        _check_programs(plan)
+        # Check everything that needs no system change first: a bad topology
+        # or a missing program fails before anything exists.
+        _check_programs(topology.plan("000000"))
         # The record first, so that from the first namespace on, a crash of
-        # this process leaves something `hamcast testbed down --all` can read.
-        record = RunRecord.new(topology.prefix, run_id, Path())
-        record.namespaces = list(plan.namespaces())
-        record.save()
+        # this process leaves something `hamcast testbed down --all` can read;
+        # claiming it also makes the run id ours alone.
+        while True:
+            run_id = _new_run_id(topology.prefix)
+            record = RunRecord.new(topology.prefix, run_id, Path())
+            if record.claim():
+                break
         net: Network | None = None
         try:
+            plan = topology.plan(run_id)
+            record.namespaces = list(plan.namespaces())
+            record.save()
             workdir = Path(tempfile.mkdtemp(prefix=f"{plan.base}-"))
             record.workdir = str(workdir)
             record.save()

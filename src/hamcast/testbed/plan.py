@@ -124,12 +124,18 @@ class NodePlan:
 
 @dataclass(frozen=True)
 class LanPlan:
-    """A LAN's namespace, its bridge's ports, and the bridge's own address when it queries."""
+    """A LAN's namespace, its bridge's ports, and the bridge's own addresses.
+
+    The bridge's MAC is fixed (number 0, or the querier's number), so a querier
+    bridge's MLD queries come from a known link-local address
+    (``link_local(bridge_mac)``); its IGMP queries come from ``querier_v4``.
+    """
 
     lan: Lan
     index: int
     namespace: str
     ports: tuple[Port, ...]
+    bridge_mac: str
     querier_v4: IPv4Interface | None = None
 
 
@@ -215,8 +221,12 @@ def router_addresses(
     return found
 
 
+def _mac(lan_index: int, number: int) -> str:
+    return f"02:48:43:{lan_index:02x}:{number >> 8:02x}:{number & 0xFF:02x}"
+
+
 def _port(lan: Lan, *, index: int, node: str, ifindex: int, number: int, router: bool) -> Port:
-    mac = f"02:48:43:{index:02x}:{number >> 8:02x}:{number & 0xFF:02x}"
+    mac = _mac(index, number)
     v4 = IPv4Interface((lan.v4.network_address + number, lan.v4.prefixlen)) if lan.v4 else None
     v6 = IPv6Interface((lan.v6.network_address + number, lan.v6.prefixlen)) if lan.v6 else None
     return Port(
@@ -356,14 +366,15 @@ def make_plan(topology: Topology, run_id: str) -> Plan:
     for lan in topology.lans:
         on_lan = tuple(p for node_ports in ports.values() for p in node_ports if p.lan == lan.name)
         querier_v4 = None
+        number = numbers.get((lan.name, lan.name), 0)
         if lan.querier and lan.v4 is not None:
-            number = numbers[(lan.name, lan.name)]
             querier_v4 = IPv4Interface((lan.v4.network_address + number, lan.v4.prefixlen))
         lan_plans[lan.name] = LanPlan(
             lan=lan,
             index=lan_index[lan.name],
             namespace=f"{base}-{lan.name}",
             ports=on_lan,
+            bridge_mac=_mac(lan_index[lan.name], number),
             querier_v4=querier_v4,
         )
 

@@ -116,6 +116,17 @@ class RunRecord:
         """The record's file."""
         return STATE_DIR / f"{self.base}.json"
 
+    def claim(self) -> bool:
+        """Write the record if no run of the same name has one (atomically); else False."""
+        STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        self.save()
+        return True
+
     def save(self) -> None:
         """Write the record (atomically: a crash leaves the old or the new one)."""
         STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -240,10 +251,10 @@ def down_all(prefixes: Iterable[str] = (DEFAULT_PREFIX,), *, force: bool = False
     namespaces = list_namespaces()
     folders = list(Path(tempfile.gettempdir()).iterdir())
     report = DownReport()
-    live_bases: set[str] = set()
+    recorded: set[str] = set()  # live (left alone) or removed through its record
     for record in all_records():
+        recorded.add(record.base)
         if record.owner_alive() and not force:
-            live_bases.add(record.base)
             report.live.append(f"{record.base} (pid {record.owner_pid})")
             continue
         report.merge(remove_run(record))
@@ -252,7 +263,7 @@ def down_all(prefixes: Iterable[str] = (DEFAULT_PREFIX,), *, force: bool = False
     def orphan_base(name: str) -> str | None:
         for pattern in patterns:
             match = pattern.match(name)
-            if match is not None and match.group(1) not in live_bases:
+            if match is not None and match.group(1) not in recorded:
                 return match.group(1)
         return None
 

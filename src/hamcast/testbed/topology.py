@@ -412,9 +412,10 @@ class Topology:
         """Build the test-bed for a ``with`` block; everything is removed when it ends.
 
         It is removed on normal exit, on an exception (router logs are then
-        kept and their folder logged), on Ctrl-C, and on SIGTERM/SIGHUP (which
-        raise :class:`SystemExit` in the main thread while the test-bed is up,
-        unless the program installed its own handler).
+        kept and their folder logged), on Ctrl-C, and on SIGTERM/SIGHUP: while
+        the test-bed is up these raise :class:`~hamcast.testbed.network.Terminated`
+        (a :class:`KeyboardInterrupt`) in the main thread, unless the program
+        installed handlers of its own.
         """
         from hamcast.testbed.network import Network, exit_on_termination
 
