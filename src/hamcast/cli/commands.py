@@ -98,14 +98,25 @@ def interfaces_command(args: argparse.Namespace, out: Output) -> int:
     """The middleware's interfaces."""
     with open_socket(args, out, "interfaces") as sock:
         interfaces = sock.interfaces()
+        statuses = {i.index: sock.interface_status(i) for i in interfaces}
     if out.json_mode:
-        out.json_document([interface_json(i) for i in interfaces])
+        out.json_document([interface_json(i, statuses[i.index]) for i in interfaces])
         return 0
     table = Table(title="interfaces", title_justify="left")
-    for column in ("index", "name", "address", "technology"):
+    for column in ("index", "name", "address", "technology", "multicast", "hamcast peers"):
         table.add_column(column, justify="right" if column == "index" else "left")
     for iface in interfaces:
-        table.add_row(str(iface.index), Text(iface.name), Text(iface.address), iface.technology)
+        status = statuses[iface.index]
+        verdict = status.get("discovery", {}).get("verdict", "-")
+        peers = ", ".join(p["address"] for p in status.get("peers", [])) or "-"
+        table.add_row(
+            str(iface.index),
+            Text(iface.name),
+            Text(iface.address),
+            iface.technology,
+            verdict,
+            Text(peers),
+        )
     out.table(table)
     return 0
 

@@ -99,12 +99,14 @@ class Output:
 # --- JSON shapes -------------------------------------------------------------------
 
 
-def interface_json(iface: Interface) -> dict[str, Any]:
+def interface_json(iface: Interface, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An interface; ``status`` is its technology's ``interface_status()`` (discovery etc.)."""
     return {
         "index": iface.index,
         "name": iface.name,
         "address": iface.address,
         "technology": iface.technology,
+        "status": status if status is not None else {},
     }
 
 
