@@ -317,7 +317,7 @@ def test_interfaces_json(daemon_socket: str) -> None:
     result = hamcast(*at(daemon_socket, "--daemon-only interfaces --json"))
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [
-        {"index": 1, "name": "local", "address": "localhost", "technology": "local"}
+        {"index": 1, "name": "local", "address": "localhost", "technology": "local", "status": {}}
     ]
     assert result.stderr == ""
 
