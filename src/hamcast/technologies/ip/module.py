@@ -339,6 +339,7 @@ class IpTechnology(Technology):
             gone = set(self._links) - set(current)
             if gone:
                 logger.warning("interfaces gone: %s", ", ".join(sorted(gone)))
+                self._forget_memberships(gone)
         self._links = current
         self._by_index = {(link.netif.index, link.family): link for link in current.values()}
         if self._loop is not None:
@@ -543,6 +544,14 @@ class IpTechnology(Technology):
             assert self._loop is not None
             self._loop.add_reader(sock.fileno(), self._readable, receiver)
         return receiver
+
+    def _forget_memberships(self, keys: set[str]) -> None:
+        """Drop what was joined on vanished links: the kernel dropped it with the interface."""
+        for receiver in list(self._receivers.values()):
+            receiver.members = {(k, g) for k, g in receiver.members if k not in keys}
+            if not receiver.members:
+                self._close_receiver(receiver)
+        self._announced -= keys
 
     def _close_receiver(self, receiver: _Receiver) -> None:
         if self._loop is not None:
