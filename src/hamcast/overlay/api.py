@@ -109,8 +109,21 @@ class KeyBasedRouting(Protocol):
     def route(self, key: int, payload: bytes, now: float, *, intercept: bool = False) -> None:
         """Send ``payload`` towards the root of ``key``."""
 
-    def forward(self, key: int, payload: bytes, next_hop: NodeHandle, now: float) -> None:
-        """Pass on an intercepted route (from a :class:`RouteStep`) to ``next_hop``."""
+    def forward(
+        self,
+        key: int,
+        payload: bytes,
+        next_hop: NodeHandle,
+        now: float,
+        *,
+        step: RouteStep | None = None,
+    ) -> None:
+        """Pass on an intercepted route (from a :class:`RouteStep`) to ``next_hop``.
+
+        Give the ``step`` being passed on so the route keeps its ``origin``
+        and hop count (the hop limit applies to the whole path); without it
+        the route starts afresh here (origin this node, hop count 0).
+        """
 
     def send_direct(self, node: NodeHandle, payload: bytes, now: float) -> None:
         """Send ``payload`` to a known node in one hop."""

@@ -1,0 +1,507 @@
+"""The KBR wire format: message records, and their encoder and validating decoder.
+
+docs/technologies/overlay-kbr.md specifies every byte; this module is its
+reference implementation and does no I/O. All integers are big-endian
+(network order). A datagram is::
+
+    version:u8 = 0xB1 | type:u8 | flags:u8 | sender:handle | body
+
+``flags`` bit 0 (``MEMBER``) says the sender has joined the overlay: only
+then may the receiver put it in its tables. A ``handle`` is
+``id:16 family:u8 (4|6) address:4|16 port:u16``.
+
+Decoding validates every field against the receiver's limits and raises
+:class:`~hamcast.errors.ProtocolError`; the node counts and drops those.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import math
+import struct
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+from hamcast.errors import ProtocolError, UsageError
+from hamcast.overlay.ids import ID_SPACE, NodeHandle
+
+__all__ = [
+    "FLAG_MEMBER",
+    "VERSION",
+    "Announce",
+    "Datagram",
+    "Direct",
+    "Join",
+    "JoinReply",
+    "LeafSet",
+    "LeafSetRequest",
+    "Leave",
+    "Message",
+    "MessageType",
+    "Ping",
+    "Pong",
+    "Route",
+    "RowRequest",
+    "Rows",
+    "WireCodec",
+    "encode_handle",
+]
+
+#: First byte of every datagram: high nibble 0xB marks hamcast KBR, low nibble the version (1).
+VERSION: Final = 0xB1
+#: Header flag: the sender is a member (has joined) and may be put in tables.
+FLAG_MEMBER: Final = 0x01
+#: ROUTE flag: an intercepted route (a RouteStep at every hop).
+_ROUTE_INTERCEPT: Final = 0x01
+
+_F64 = struct.Struct("!d")
+_U32 = struct.Struct("!I")
+_ROUTE_HEAD = struct.Struct("!BB16s")  # flags, hops, key
+
+# Handles are encoded and decoded over and over (a leaf set in every
+# exchange); one process-wide memo turns that into a dict lookup and lets
+# every node of a simulation share the same NodeHandle objects. Bounded: it
+# is emptied when full, which costs only recomputation.
+_CACHE_LIMIT: Final = 1 << 18
+# Keyed by id (an int hashes much faster than a handle); the handle is kept to
+# check the address.
+_ENCODED: dict[int, tuple[NodeHandle, bytes]] = {}
+_DECODED: dict[bytes, NodeHandle] = {}
+
+
+class MessageType(enum.IntEnum):
+    """The ``type`` byte."""
+
+    PING = 0x01
+    PONG = 0x02
+    JOIN = 0x03
+    ROWS = 0x04
+    JOIN_REPLY = 0x05
+    ANNOUNCE = 0x06
+    LEAFSET_REQUEST = 0x07
+    LEAFSET = 0x08
+    ROW_REQUEST = 0x09
+    ROUTE = 0x0A
+    DIRECT = 0x0B
+    LEAVE = 0x0C
+
+
+#: One routing-table row on the wire: its index and its entries.
+Row = tuple[int, tuple[NodeHandle, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A keep-alive or verification probe.
+
+    ``timestamp`` is the sender's clock (seconds), echoed in the PONG so the
+    sender measures the round-trip time without keeping it. ``leaf_set`` is
+    the sender's leaf set when it shares it (empty otherwise).
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.PING
+    timestamp: float
+    leaf_set: tuple[NodeHandle, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """The answer to a PING: its ``timestamp`` echoed."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PONG
+    timestamp: float
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """A new node's join request, routed towards the root of ``joiner.id``.
+
+    ``hops`` counts overlay hops so far; ``next_row`` is the first
+    routing-table row no node on the path has sent the joiner yet.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.JOIN
+    hops: int
+    next_row: int
+    joiner: NodeHandle
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Routing-table rows of the sender: to a joiner, or answering a ROW_REQUEST."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ROWS
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinReply:
+    """The root's answer to a JOIN: its last rows and its leaf set."""
+
+    TYPE: ClassVar[MessageType] = MessageType.JOIN_REPLY
+    rows: tuple[Row, ...]
+    leaf_set: tuple[NodeHandle, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """A node that just joined introduces itself, with its leaf set."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ANNOUNCE
+    leaf_set: tuple[NodeHandle, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeafSetRequest:
+    """Please send me your leaf set (leaf-set repair)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.LEAFSET_REQUEST
+
+
+@dataclass(frozen=True, slots=True)
+class LeafSet:
+    """The sender's leaf set, answering a LEAFSET_REQUEST."""
+
+    TYPE: ClassVar[MessageType] = MessageType.LEAFSET
+    leaf_set: tuple[NodeHandle, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RowRequest:
+    """Please send me row ``row`` of your routing table (routing-table repair)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ROW_REQUEST
+    row: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An application payload on its way to the root of ``key``.
+
+    ``hops`` counts the overlay hops taken including the one that brought it
+    here; ``origin`` called ``route``.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.ROUTE
+    key: int
+    hops: int
+    intercept: bool
+    origin: NodeHandle
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """An application payload sent straight to the receiver."""
+
+    TYPE: ClassVar[MessageType] = MessageType.DIRECT
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """The sender leaves the overlay; ``leaf_set`` helps the receiver fill the gap."""
+
+    TYPE: ClassVar[MessageType] = MessageType.LEAVE
+    leaf_set: tuple[NodeHandle, ...]
+
+
+Message = (
+    Ping
+    | Pong
+    | Join
+    | Rows
+    | JoinReply
+    | Announce
+    | LeafSetRequest
+    | LeafSet
+    | RowRequest
+    | Route
+    | Direct
+    | Leave
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Datagram:
+    """A decoded datagram: who sent it, whether it is a member, and the message."""
+
+    sender: NodeHandle
+    member: bool
+    message: Message
+
+
+def encode_handle(handle: NodeHandle) -> bytes:
+    """``handle`` on the wire; :class:`UsageError` if it cannot be (not an IP address)."""
+    cached = _ENCODED.get(handle.id)
+    if cached is not None and (cached[0] is handle or cached[0] == handle):
+        return cached[1]
+    host, port = handle.address
+    if not 0 <= handle.id < ID_SPACE:
+        raise UsageError(f"node id {handle.id!r} is not a 128-bit unsigned integer")
+    if not (isinstance(port, int) and 0 < port < 65536):
+        raise UsageError(f"port {port!r} of {handle} is not in 1..65535")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"address {host!r} of a node handle must be an IP address") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        raise UsageError(f"address {host!r}: scoped IPv6 addresses cannot be sent to peers")
+    family = b"\x04" if ip.version == 4 else b"\x06"
+    encoded = handle.id.to_bytes(16, "big") + family + ip.packed + port.to_bytes(2, "big")
+    if len(_ENCODED) >= _CACHE_LIMIT:
+        _ENCODED.clear()
+    _ENCODED[handle.id] = (handle, encoded)
+    return encoded
+
+
+def _read_handle(data: bytes, offset: int) -> tuple[NodeHandle, int]:
+    if offset + 17 > len(data):
+        raise ProtocolError("truncated node handle")
+    family = data[offset + 16]
+    if family == 4:
+        end = offset + 23
+    elif family == 6:
+        end = offset + 35
+    else:
+        raise ProtocolError(f"address family {family} in a node handle (4 or 6)")
+    if end > len(data):
+        raise ProtocolError("truncated node handle")
+    raw = data[offset:end]
+    handle = _DECODED.get(raw)
+    if handle is None:
+        port = (raw[-2] << 8) | raw[-1]
+        if port == 0:
+            raise ProtocolError("port 0 in a node handle")
+        packed = raw[17:-2]
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = (
+            ipaddress.IPv4Address(packed) if family == 4 else ipaddress.IPv6Address(packed)
+        )
+        handle = NodeHandle(int.from_bytes(raw[:16], "big"), (ip.compressed, port))
+        if len(_DECODED) >= _CACHE_LIMIT:
+            _DECODED.clear()
+        _DECODED[raw] = handle
+    return handle, end
+
+
+def _write_handles(out: bytearray, handles: tuple[NodeHandle, ...]) -> None:
+    out.append(len(handles))
+    for handle in handles:
+        out += encode_handle(handle)
+
+
+def _write_rows(out: bytearray, rows: tuple[Row, ...]) -> None:
+    out.append(len(rows))
+    for index, entries in rows:
+        out.append(index)
+        _write_handles(out, entries)
+
+
+class WireCodec:
+    """Encodes messages and decodes datagrams under one node's limits.
+
+    The limits come from :class:`~hamcast.overlay.kbr.config.KbrConfig`:
+    ``rows`` and ``columns`` of the routing table, ``leaf_set_size``,
+    ``max_payload`` and ``max_hops``.
+    """
+
+    __slots__ = ("_columns", "_leaf_limit", "_max_hops", "_max_payload", "_row_limit", "_rows")
+
+    def __init__(
+        self,
+        *,
+        rows: int,
+        columns: int,
+        leaf_set_size: int,
+        max_payload: int,
+        max_hops: int,
+        max_rows_per_message: int,
+    ) -> None:
+        self._rows = rows
+        self._columns = columns
+        self._leaf_limit = leaf_set_size
+        self._max_payload = max_payload
+        self._max_hops = max_hops
+        self._row_limit = max_rows_per_message
+
+    # --- encoding --------------------------------------------------------------
+
+    def encode(self, sender: bytes, member: bool, message: Message) -> bytes:
+        """``message`` from the already encoded ``sender`` handle, as one datagram."""
+        head = bytes((VERSION, message.TYPE, FLAG_MEMBER if member else 0))
+        if isinstance(message, Ping):
+            if not message.leaf_set:
+                return head + sender + _F64.pack(message.timestamp) + b"\x00"
+            out = bytearray(head + sender + _F64.pack(message.timestamp))
+            _write_handles(out, message.leaf_set)
+            return bytes(out)
+        if isinstance(message, Pong):
+            return head + sender + _F64.pack(message.timestamp)
+        if isinstance(message, Route):
+            flags = _ROUTE_INTERCEPT if message.intercept else 0
+            return b"".join(
+                (
+                    head,
+                    sender,
+                    _ROUTE_HEAD.pack(flags, message.hops, message.key.to_bytes(16, "big")),
+                    encode_handle(message.origin),
+                    _U32.pack(len(message.payload)),
+                    message.payload,
+                )
+            )
+        if isinstance(message, Direct):
+            return head + sender + _U32.pack(len(message.payload)) + message.payload
+        out = bytearray(head + sender)
+        if isinstance(message, Join):
+            out.append(message.hops)
+            out.append(message.next_row)
+            out += encode_handle(message.joiner)
+        elif isinstance(message, Rows):
+            _write_rows(out, message.rows)
+        elif isinstance(message, JoinReply):
+            _write_rows(out, message.rows)
+            _write_handles(out, message.leaf_set)
+        elif isinstance(message, Announce | LeafSet | Leave):
+            _write_handles(out, message.leaf_set)
+        elif isinstance(message, RowRequest):
+            out.append(message.row)
+        # LeafSetRequest has no body.
+        return bytes(out)
+
+    # --- decoding --------------------------------------------------------------
+
+    def decode(self, data: bytes) -> Datagram:
+        """The datagram in ``data``; :class:`ProtocolError` if any field is invalid."""
+        if len(data) < 3 + 23:
+            raise ProtocolError("datagram shorter than the smallest header")
+        if data[0] != VERSION:
+            raise ProtocolError(f"version byte {data[0]:#04x}, expected {VERSION:#04x}")
+        kind = data[1]
+        flags = data[2]
+        if flags & ~FLAG_MEMBER:
+            raise ProtocolError(f"unknown header flags {flags:#04x}")
+        sender, offset = _read_handle(data, 3)
+        message: Message
+        if kind == MessageType.PING:
+            timestamp, offset = self._read_timestamp(data, offset)
+            leaf_set, offset = self._read_handles(data, offset, self._leaf_limit)
+            message = Ping(timestamp, leaf_set)
+        elif kind == MessageType.PONG:
+            timestamp, offset = self._read_timestamp(data, offset)
+            message = Pong(timestamp)
+        elif kind == MessageType.ROUTE:
+            message, offset = self._read_route(data, offset)
+        elif kind == MessageType.DIRECT:
+            payload, offset = self._read_payload(data, offset)
+            message = Direct(payload)
+        elif kind == MessageType.JOIN:
+            if offset + 2 > len(data):
+                raise ProtocolError("truncated JOIN")
+            hops, next_row = data[offset], data[offset + 1]
+            if hops > self._max_hops:
+                raise ProtocolError(f"JOIN with {hops} hops, more than {self._max_hops}")
+            if next_row > self._rows:
+                raise ProtocolError(f"JOIN next_row {next_row} beyond {self._rows} rows")
+            joiner, offset = _read_handle(data, offset + 2)
+            message = Join(hops, next_row, joiner)
+        elif kind == MessageType.ROWS:
+            rows, offset = self._read_rows(data, offset)
+            message = Rows(rows)
+        elif kind == MessageType.JOIN_REPLY:
+            rows, offset = self._read_rows(data, offset)
+            leaf_set, offset = self._read_handles(data, offset, self._leaf_limit)
+            message = JoinReply(rows, leaf_set)
+        elif kind == MessageType.ANNOUNCE:
+            leaf_set, offset = self._read_handles(data, offset, self._leaf_limit)
+            message = Announce(leaf_set)
+        elif kind == MessageType.LEAFSET_REQUEST:
+            message = LeafSetRequest()
+        elif kind == MessageType.LEAFSET:
+            leaf_set, offset = self._read_handles(data, offset, self._leaf_limit)
+            message = LeafSet(leaf_set)
+        elif kind == MessageType.ROW_REQUEST:
+            if offset >= len(data):
+                raise ProtocolError("truncated ROW_REQUEST")
+            row = data[offset]
+            if row >= self._rows:
+                raise ProtocolError(f"ROW_REQUEST for row {row} of {self._rows}")
+            message = RowRequest(row)
+            offset += 1
+        elif kind == MessageType.LEAVE:
+            leaf_set, offset = self._read_handles(data, offset, self._leaf_limit)
+            message = Leave(leaf_set)
+        else:
+            raise ProtocolError(f"unknown message type {kind:#04x}")
+        if offset != len(data):
+            raise ProtocolError(f"{len(data) - offset} trailing bytes after {message.TYPE.name}")
+        return Datagram(sender, bool(flags & FLAG_MEMBER), message)
+
+    @staticmethod
+    def _read_timestamp(data: bytes, offset: int) -> tuple[float, int]:
+        if offset + 8 > len(data):
+            raise ProtocolError("truncated timestamp")
+        (value,) = _F64.unpack_from(data, offset)
+        if not math.isfinite(value):
+            raise ProtocolError("timestamp is not a finite number")
+        return value, offset + 8
+
+    def _read_payload(self, data: bytes, offset: int) -> tuple[bytes, int]:
+        if offset + 4 > len(data):
+            raise ProtocolError("truncated payload length")
+        (length,) = _U32.unpack_from(data, offset)
+        if length > self._max_payload:
+            raise ProtocolError(f"payload of {length} bytes, limit {self._max_payload}")
+        start = offset + 4
+        if start + length != len(data):
+            raise ProtocolError("payload length does not match the datagram")
+        return data[start:], len(data)
+
+    def _read_route(self, data: bytes, offset: int) -> tuple[Route, int]:
+        if offset + _ROUTE_HEAD.size > len(data):
+            raise ProtocolError("truncated ROUTE")
+        flags, hops, key = _ROUTE_HEAD.unpack_from(data, offset)
+        if flags & ~_ROUTE_INTERCEPT:
+            raise ProtocolError(f"unknown ROUTE flags {flags:#04x}")
+        if hops == 0 or hops > self._max_hops:
+            raise ProtocolError(f"ROUTE with {hops} hops (1..{self._max_hops})")
+        origin, offset = _read_handle(data, offset + _ROUTE_HEAD.size)
+        payload, offset = self._read_payload(data, offset)
+        route = Route(
+            int.from_bytes(key, "big"), hops, bool(flags & _ROUTE_INTERCEPT), origin, payload
+        )
+        return route, offset
+
+    @staticmethod
+    def _read_handles(data: bytes, offset: int, limit: int) -> tuple[tuple[NodeHandle, ...], int]:
+        if offset >= len(data):
+            raise ProtocolError("truncated handle list")
+        count = data[offset]
+        if count > limit:
+            raise ProtocolError(f"list of {count} handles, limit {limit}")
+        offset += 1
+        handles = []
+        for _ in range(count):
+            handle, offset = _read_handle(data, offset)
+            handles.append(handle)
+        return tuple(handles), offset
+
+    def _read_rows(self, data: bytes, offset: int) -> tuple[tuple[Row, ...], int]:
+        if offset >= len(data):
+            raise ProtocolError("truncated row list")
+        count = data[offset]
+        if count > self._row_limit:
+            raise ProtocolError(f"{count} rows in one message, limit {self._row_limit}")
+        offset += 1
+        rows: list[Row] = []
+        previous = -1
+        for _ in range(count):
+            if offset >= len(data):
+                raise ProtocolError("truncated row")
+            index = data[offset]
+            if index >= self._rows or index <= previous:
+                raise ProtocolError(f"row index {index} out of order or beyond {self._rows}")
+            previous = index
+            entries, offset = self._read_handles(data, offset + 1, self._columns - 1)
+            rows.append((index, entries))
+        return tuple(rows), offset
