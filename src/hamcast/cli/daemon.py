@@ -42,6 +42,11 @@ def build_config(args: argparse.Namespace) -> DaemonConfig:
         config.socket = os.environ[SOCKET_ENV]
     if args.technologies is not None:
         config.technologies = _technologies(args.technologies)
+    overlay = config.technology_options.setdefault("overlay", {})
+    if args.overlay_listen is not None:
+        overlay["listen"] = args.overlay_listen
+    if args.overlay_bootstrap:
+        overlay["bootstrap"] = list(args.overlay_bootstrap)
     return config
 
 

@@ -175,6 +175,17 @@ def build_parser(prog: str = "hamcast", daemon_prog: str | None = None) -> argpa
         help="comma-separated technology modules to load (default: the config's, else local)",
     )
     daemon.add_argument(
+        "--overlay-listen",
+        metavar="ADDR:PORT",
+        help="the overlay technology's UDP endpoint (sets [technology.overlay] listen)",
+    )
+    daemon.add_argument(
+        "--overlay-bootstrap",
+        metavar="ADDR:PORT",
+        action="append",
+        help="a node already in the overlay to join through (repeatable)",
+    )
+    daemon.add_argument(
         "--log-level",
         metavar="LEVEL",
         type=str.lower,

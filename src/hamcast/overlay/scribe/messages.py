@@ -1,0 +1,441 @@
+"""Scribe messages and their wire format, byte for byte.
+
+docs/technologies/overlay-scribe.md is the specification; this module is its
+reference implementation. Every Scribe message travels as one KBR payload
+(routed, intercepted or sent direct). All integers are unsigned and big-endian
+(network order); there is no padding.
+
+Every message starts with the same 19 bytes::
+
+    magic 0x53 ('S') | version 0x01 | type u8 | key (16 bytes)
+
+:func:`decode` validates every field and raises :class:`MalformedMessage`
+(a :class:`~hamcast.errors.ProtocolError`) for anything else; it never raises
+anything else, whatever the bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import ipaddress
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from hamcast.errors import ProtocolError, UsageError
+from hamcast.overlay.ids import NodeHandle
+
+__all__ = [
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_NAME_BYTES",
+    "VERSION",
+    "Accept",
+    "Data",
+    "Heartbeat",
+    "Join",
+    "Leave",
+    "MalformedMessage",
+    "Message",
+    "MessageType",
+    "Redirect",
+    "Refresh",
+    "data_overhead",
+    "decode",
+    "encode_accept",
+    "encode_data",
+    "encode_heartbeat",
+    "encode_join",
+    "encode_leave",
+    "encode_redirect",
+    "encode_refresh",
+    "pack_path",
+    "path_contains",
+    "restamp",
+    "unpack_path",
+]
+
+MAGIC: Final = 0x53
+VERSION: Final = 1
+#: magic, version, type, key.
+HEADER_SIZE: Final = 19
+#: Longest group name on the wire, bytes of UTF-8: four bytes for each of the
+#: 1024 characters a URI may have (hamcast.uri.MAX_URI_LENGTH).
+MAX_NAME_BYTES: Final = 4096
+
+FLAG_ROOTED: Final = 0x01
+
+_HEADER = struct.Struct("!BBB16s")
+_DATA_FIXED = struct.Struct("!BQ")  # hops, sequence
+_PORT = struct.Struct("!H")
+_HOPS_OFFSET: Final = HEADER_SIZE
+_ID_SIZE: Final = 16
+_FAMILY_SIZES: Final = {4: 4, 6: 16}
+_HOP_BYTES: Final = tuple(bytes((i,)) for i in range(256))
+
+
+class MessageType(enum.IntEnum):
+    """The ``type`` byte."""
+
+    #: Routed (intercepted) toward the key, or sent direct after a REDIRECT: make me your child.
+    JOIN = 1
+    #: Parent to new child: you are my child; here is my path to the root.
+    ACCEPT = 2
+    #: Full parent to joiner: join this child of mine instead (bounded fan-out).
+    REDIRECT = 3
+    #: Either end of a tree edge: drop the edge between us.
+    LEAVE = 4
+    #: Parent to child, every heartbeat interval and when its path changes.
+    HEARTBEAT = 5
+    #: Child to parent, every heartbeat interval: I am still your child, with this many children.
+    REFRESH = 6
+    #: A multicast routed (plain KBR route) to the key's root by a sender off the tree.
+    MULTICAST = 7
+    #: A multicast sent along a tree edge.
+    DATA = 8
+
+
+class MalformedMessage(ProtocolError):
+    """Bytes that are not a valid Scribe message of this version."""
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Make ``joiner`` a child of the node that accepts this, for group ``name``."""
+
+    key: int
+    name: str
+    joiner: NodeHandle
+    #: Push-downs this JOIN has taken so far (0 when routed).
+    redirects: int
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """The sender took the receiver as its child.
+
+    ``path`` holds the node ids from the root down to the sender (the sender
+    last), packed as on the wire: 16 bytes each (see :func:`unpack_path`).
+    Kept packed because every tree node stores its parent's path: bytes are
+    far smaller than a tuple of 128-bit ints. ``rooted`` says whether the
+    sender is connected to a root, i.e. whether the path is complete.
+    """
+
+    key: int
+    rooted: bool
+    path: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The sender is alive and still the receiver's parent; fields as :class:`Accept`."""
+
+    key: int
+    rooted: bool
+    path: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """The sender is full: send a direct JOIN (with ``redirects``) to ``target``."""
+
+    key: int
+    redirects: int
+    target: NodeHandle
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Drop the tree edge between sender and receiver for ``key``."""
+
+    key: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """The sender is alive and still the receiver's child.
+
+    ``children`` is how many children the sender has in the group (255 means
+    255 or more): the parent pushes joiners down to its least loaded child.
+    """
+
+    key: int
+    children: int
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """One multicast message (type MULTICAST if ``routed``, else DATA)."""
+
+    key: int
+    name: str
+    source: NodeHandle
+    sequence: int
+    hops: int
+    payload: bytes
+    routed: bool
+
+
+Message = Join | Accept | Heartbeat | Redirect | Leave | Refresh | Data
+
+
+# --- encoding ----------------------------------------------------------------
+
+
+def _header(kind: MessageType, key: int) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, kind, key.to_bytes(16, "big"))
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode_handle(handle: NodeHandle) -> bytes:
+    # Cached: a node sends to the same few parents and children over and over.
+    host, port = handle.address
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"node address {host!r} is not an IP address") from None
+    if not 0 < port <= 0xFFFF:
+        raise UsageError(f"node port {port} is not in 1..65535")
+    return (
+        handle.id.to_bytes(16, "big")
+        + bytes((address.version,))
+        + address.packed
+        + _PORT.pack(port)
+    )
+
+
+def _name_field(name: bytes) -> bytes:
+    if not 0 < len(name) <= MAX_NAME_BYTES:
+        raise UsageError(f"a group name must have 1..{MAX_NAME_BYTES} bytes, not {len(name)}")
+    return _PORT.pack(len(name)) + name
+
+
+def encode_join(key: int, name: bytes, joiner: NodeHandle, redirects: int) -> bytes:
+    """A JOIN for group ``name`` (UTF-8) with overlay ``key``."""
+    return (
+        _header(MessageType.JOIN, key)
+        + _HOP_BYTES[redirects]
+        + _encode_handle(joiner)
+        + _name_field(name)
+    )
+
+
+def pack_path(ids: tuple[int, ...] | list[int]) -> bytes:
+    """Node ids as a packed path: 16 big-endian bytes each."""
+    return b"".join(node.to_bytes(16, "big") for node in ids)
+
+
+def unpack_path(path: bytes) -> tuple[int, ...]:
+    """The node ids of a packed path."""
+    return tuple(
+        int.from_bytes(path[i : i + _ID_SIZE], "big") for i in range(0, len(path), _ID_SIZE)
+    )
+
+
+def path_contains(path: bytes, node_id: int) -> bool:
+    """Whether packed ``path`` lists ``node_id``."""
+    needle = node_id.to_bytes(16, "big")
+    at = path.find(needle)
+    while at != -1:
+        if at % _ID_SIZE == 0:
+            return True
+        at = path.find(needle, at + 1)
+    return False
+
+
+def _encode_path(kind: MessageType, key: int, rooted: bool, path: bytes) -> bytes:
+    count, rest = divmod(len(path), _ID_SIZE)
+    if rest or not 0 < count <= 255:
+        raise UsageError(f"a path must pack 1..255 node ids, not {len(path)} bytes")
+    return b"".join(
+        (
+            _header(kind, key),
+            _HOP_BYTES[FLAG_ROOTED if rooted else 0],
+            _HOP_BYTES[count],
+            path,
+        )
+    )
+
+
+def encode_accept(key: int, rooted: bool, path: bytes) -> bytes:
+    """An ACCEPT carrying the sender's packed ``path`` (root first, sender last)."""
+    return _encode_path(MessageType.ACCEPT, key, rooted, path)
+
+
+def encode_heartbeat(key: int, rooted: bool, path: bytes) -> bytes:
+    """A HEARTBEAT carrying the sender's packed ``path`` (root first, sender last)."""
+    return _encode_path(MessageType.HEARTBEAT, key, rooted, path)
+
+
+def encode_redirect(key: int, redirects: int, target: NodeHandle) -> bytes:
+    """A REDIRECT to ``target``; ``redirects`` counts this push-down too."""
+    return _header(MessageType.REDIRECT, key) + _HOP_BYTES[redirects] + _encode_handle(target)
+
+
+def encode_leave(key: int) -> bytes:
+    """A LEAVE."""
+    return _header(MessageType.LEAVE, key)
+
+
+def encode_refresh(key: int, children: int) -> bytes:
+    """A REFRESH from a child that has ``children`` children itself (capped at 255)."""
+    return _header(MessageType.REFRESH, key) + _HOP_BYTES[min(children, 255)]
+
+
+def encode_data(
+    key: int,
+    name: bytes,
+    source: NodeHandle,
+    sequence: int,
+    payload: bytes,
+    *,
+    routed: bool,
+    hops: int = 0,
+) -> bytes:
+    """A MULTICAST (``routed``) or DATA message."""
+    kind = MessageType.MULTICAST if routed else MessageType.DATA
+    return b"".join(
+        (
+            _header(kind, key),
+            _DATA_FIXED.pack(hops, sequence),
+            _encode_handle(source),
+            _name_field(name),
+            payload,
+        )
+    )
+
+
+def data_overhead(name: bytes, source: NodeHandle) -> int:
+    """Bytes a MULTICAST or DATA message adds to its payload."""
+    return HEADER_SIZE + _DATA_FIXED.size + len(_encode_handle(source)) + 2 + len(name)
+
+
+def restamp(raw: bytes, hops: int) -> bytes:
+    """Valid MULTICAST or DATA bytes ``raw`` as a DATA message with ``hops``.
+
+    A forwarder passes a message on by changing two bytes, not by re-encoding it.
+    """
+    return b"".join(
+        (
+            raw[:2],
+            _HOP_BYTES[MessageType.DATA],
+            raw[3:_HOPS_OFFSET],
+            _HOP_BYTES[min(hops, 255)],
+            memoryview(raw)[_HOPS_OFFSET + 1 :],
+        )
+    )
+
+
+# --- decoding ----------------------------------------------------------------
+
+
+def decode(raw: bytes) -> Message:
+    """The message in ``raw``; raises :class:`MalformedMessage` if it is not one."""
+    size = len(raw)
+    if size < HEADER_SIZE:
+        raise MalformedMessage(f"{size} bytes is shorter than a header")
+    magic, version, kind, key_bytes = _HEADER.unpack_from(raw)
+    if magic != MAGIC:
+        raise MalformedMessage(f"bad magic 0x{magic:02x}")
+    if version != VERSION:
+        raise MalformedMessage(f"unknown version {version}")
+    key = int.from_bytes(key_bytes, "big")
+    offset = HEADER_SIZE
+    if kind in (MessageType.DATA, MessageType.MULTICAST):
+        if size < offset + _DATA_FIXED.size:
+            raise MalformedMessage("truncated data header")
+        hops, sequence = _DATA_FIXED.unpack_from(raw, offset)
+        source, offset = _read_handle(raw, offset + _DATA_FIXED.size)
+        name, offset = _read_name(raw, offset)
+        return Data(key, name, source, sequence, hops, raw[offset:], kind == MessageType.MULTICAST)
+    if kind in (MessageType.HEARTBEAT, MessageType.ACCEPT):
+        if size < offset + 2:
+            raise MalformedMessage("truncated path header")
+        flags = raw[offset]
+        count = raw[offset + 1]
+        if flags & ~FLAG_ROOTED:
+            raise MalformedMessage(f"unknown flags 0x{flags:02x}")
+        if count == 0:
+            raise MalformedMessage("empty path")
+        offset += 2
+        if size != offset + count * _ID_SIZE:
+            raise MalformedMessage(f"{size} bytes do not hold a path of {count} nodes")
+        path = raw[offset:]
+        rooted = bool(flags & FLAG_ROOTED)
+        if kind == MessageType.HEARTBEAT:
+            return Heartbeat(key, rooted, path)
+        return Accept(key, rooted, path)
+    if kind == MessageType.JOIN:
+        if size < offset + 1:
+            raise MalformedMessage("truncated join")
+        redirects = raw[offset]
+        joiner, offset = _read_handle(raw, offset + 1)
+        name, offset = _read_name(raw, offset)
+        _expect_end(raw, offset)
+        return Join(key, name, joiner, redirects)
+    if kind == MessageType.REDIRECT:
+        if size < offset + 1:
+            raise MalformedMessage("truncated redirect")
+        redirects = raw[offset]
+        target, offset = _read_handle(raw, offset + 1)
+        _expect_end(raw, offset)
+        return Redirect(key, redirects, target)
+    if kind == MessageType.LEAVE:
+        _expect_end(raw, offset)
+        return Leave(key)
+    if kind == MessageType.REFRESH:
+        if size != offset + 1:
+            raise MalformedMessage(f"a REFRESH has 20 bytes, not {size}")
+        return Refresh(key, raw[offset])
+    raise MalformedMessage(f"unknown type {kind}")
+
+
+def _expect_end(raw: bytes, offset: int) -> None:
+    if len(raw) != offset:
+        raise MalformedMessage(f"{len(raw) - offset} unexpected trailing bytes")
+
+
+def _read_handle(raw: bytes, offset: int) -> tuple[NodeHandle, int]:
+    if len(raw) < offset + _ID_SIZE + 1:
+        raise MalformedMessage("truncated node handle")
+    family = raw[offset + _ID_SIZE]
+    address_size = _FAMILY_SIZES.get(family)
+    if address_size is None:
+        raise MalformedMessage(f"unknown address family {family}")
+    end = offset + _ID_SIZE + 1 + address_size + 2
+    if len(raw) < end:
+        raise MalformedMessage("truncated node handle")
+    handle = _decode_handle(bytes(raw[offset:end]))
+    if handle is None:
+        raise MalformedMessage("node handle with port 0")
+    return handle, end
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_handle(field: bytes) -> NodeHandle | None:
+    # Cached on the raw bytes: sources, joiners and redirect targets repeat,
+    # and building the address text is the dearest part of decoding.
+    node_id = int.from_bytes(field[:_ID_SIZE], "big")
+    packed = field[_ID_SIZE + 1 : -2]
+    (port,) = _PORT.unpack(field[-2:])
+    if port == 0:
+        return None
+    address = ipaddress.IPv4Address(packed) if len(packed) == 4 else ipaddress.IPv6Address(packed)
+    return NodeHandle(node_id, (str(address), port))
+
+
+def _read_name(raw: bytes, offset: int) -> tuple[str, int]:
+    if len(raw) < offset + 2:
+        raise MalformedMessage("truncated name length")
+    (length,) = _PORT.unpack_from(raw, offset)
+    if not 0 < length <= MAX_NAME_BYTES:
+        raise MalformedMessage(f"name length {length} not in 1..{MAX_NAME_BYTES}")
+    end = offset + 2 + length
+    if len(raw) < end:
+        raise MalformedMessage("truncated name")
+    try:
+        name = raw[offset + 2 : end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedMessage("name is not UTF-8") from None
+    return name, end

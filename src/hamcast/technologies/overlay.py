@@ -1,0 +1,373 @@
+"""The ``overlay`` technology: Scribe multicast trees on the Pastry-style KBR overlay.
+
+For hosts whose networks have no multicast: groups are distributed over
+unicast UDP between hamcast daemons (DESIGN.md §9). The protocol lives in the
+sans-I/O cores :class:`~hamcast.overlay.kbr.KbrNode` and
+:class:`~hamcast.overlay.scribe.ScribeNode`; this module stacks them
+(:class:`OverlayStack`), runs them on one UDP socket with
+:class:`~hamcast.overlay.driver.OverlayDriver`, and translates between them
+and the middleware core.
+
+One interface, ``overlay``, whose address is this node (``ID-PREFIX@ADDRESS:PORT``).
+Every group name can be served; its tree is rooted at the node whose id is
+closest to the name's overlay key (docs/mapping.md).
+
+Options (``[technology.overlay]``; the command line has ``--overlay-listen``
+and ``--overlay-bootstrap``):
+
+``listen``
+    ``ADDRESS:PORT`` to bind (default ``0.0.0.0:7047``; ``[::]:7047`` for IPv6)
+``advertise``
+    ``ADDRESS:PORT`` other nodes reach this one at (default: the listen address,
+    or for a wildcard one the first address of an up, non-loopback interface)
+``bootstrap``
+    list of ``ADDRESS:PORT`` of nodes already in the overlay (empty: this node
+    starts a new overlay)
+``node_id``
+    32 hex digits (default: random)
+``[technology.overlay.kbr]``, ``[technology.overlay.scribe]``, ``[technology.overlay.fragments]``
+    fields of :class:`~hamcast.overlay.kbr.KbrConfig`,
+    :class:`~hamcast.overlay.scribe.ScribeConfig` and
+    :class:`~hamcast.overlay.fragments.FragmentConfig`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from hamcast.errors import ResourceError, UsageError
+from hamcast.events import MemberJoined, MemberLeft
+from hamcast.model import GroupRole, GroupSetEntry
+from hamcast.overlay.driver import OverlayDriver
+from hamcast.overlay.fragments import FragmentConfig
+from hamcast.overlay.ids import Address, NodeHandle, format_id
+from hamcast.overlay.kbr import KbrConfig, KbrNode
+from hamcast.overlay.scribe import ScribeConfig, ScribeNode
+from hamcast.overlay.scribe.events import ChildAdded, ChildRemoved, MessageReceived
+from hamcast.technologies.base import Technology, TechnologyInterface
+from hamcast.technologies.ip.netifs import scan
+from hamcast.uri import URI
+
+__all__ = ["OverlayStack", "OverlayTechnology", "parse_endpoint"]
+
+logger = logging.getLogger(__name__)
+
+_IFACE = "overlay"
+_MAX_NAME = 1024  # longest ham: URI (hamcast.uri.MAX_URI_LENGTH)
+_OPTIONS = {"listen", "advertise", "bootstrap", "node_id", "kbr", "scribe", "fragments"}
+
+
+def parse_endpoint(text: str, what: str) -> Address:
+    """``ADDRESS:PORT`` or ``[IPv6]:PORT`` as an :data:`Address`; clear errors otherwise."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise UsageError(f"{what} {text!r} is not ADDRESS:PORT")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"{what} {text!r}: {host!r} is not an IP address") from None
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise UsageError(f"{what} {text!r}: port out of range")
+    return str(address), port
+
+
+class OverlayStack:
+    """KBR and Scribe as one datagram core for the driver (STYLE.md 2: event on event).
+
+    Datagrams and timers go to the KBR node; its upcalls go to Scribe; Scribe's
+    events go to ``on_event``. After every input :meth:`pump` runs both queues
+    dry, since each layer's reaction can produce work for the other.
+    """
+
+    def __init__(
+        self, kbr: KbrNode, scribe: ScribeNode, on_event: Callable[[object], None]
+    ) -> None:
+        self.kbr = kbr
+        self.scribe = scribe
+        self._on_event = on_event
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        self.kbr.receive_datagram(data, source, now)
+        self.pump(now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        return self.kbr.datagrams_to_send()
+
+    def get_timer(self) -> float | None:
+        timers = [t for t in (self.kbr.get_timer(), self.scribe.get_timer()) if t is not None]
+        return min(timers, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        kbr_timer = self.kbr.get_timer()
+        if kbr_timer is not None and kbr_timer <= now:
+            self.kbr.handle_timer(now)
+        scribe_timer = self.scribe.get_timer()
+        if scribe_timer is not None and scribe_timer <= now:
+            self.scribe.handle_timer(now)
+        self.pump(now)
+
+    def pump(self, now: float) -> None:
+        while True:
+            busy = False
+            while (kbr_event := self.kbr.next_event()) is not None:
+                busy = True
+                self.scribe.handle_kbr_event(kbr_event, now)
+            while (scribe_event := self.scribe.next_event()) is not None:
+                busy = True
+                self._on_event(scribe_event)
+            if not busy:
+                return
+
+
+class OverlayTechnology(Technology):
+    """Overlay multicast between hamcast daemons over unicast UDP."""
+
+    name = "overlay"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        unknown = sorted(set(self.options) - _OPTIONS)
+        if unknown:
+            raise UsageError(f"[technology.overlay] unknown option(s): {', '.join(unknown)}")
+        self._listen = parse_endpoint(str(self.options.get("listen", "0.0.0.0:7047")), "listen")
+        advertise = self.options.get("advertise")
+        self._advertise = parse_endpoint(str(advertise), "advertise") if advertise else None
+        bootstrap = self.options.get("bootstrap", [])
+        if not isinstance(bootstrap, list):
+            raise UsageError("[technology.overlay] bootstrap must be a list of ADDRESS:PORT")
+        self._bootstrap = [parse_endpoint(str(b), "bootstrap") for b in bootstrap]
+        node_id = self.options.get("node_id")
+        try:
+            self._node_id = int(str(node_id), 16) if node_id else secrets.randbits(128)
+        except ValueError:
+            raise UsageError("[technology.overlay] node_id must be 32 hex digits") from None
+        if not 0 <= self._node_id < 1 << 128:
+            raise UsageError("[technology.overlay] node_id must be 32 hex digits")
+        self._kbr_config: KbrConfig = _config(KbrConfig, self.options.get("kbr", {}), "kbr")
+        self._scribe_config: ScribeConfig = _config(
+            ScribeConfig, self.options.get("scribe", {}), "scribe"
+        )
+        self._fragments: FragmentConfig = _config(
+            FragmentConfig, self.options.get("fragments", {}), "fragments"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stack: OverlayStack | None = None
+        self._driver: OverlayDriver | None = None
+        self._handle: NodeHandle | None = None
+        self._uris: dict[str, URI] = {}
+
+    # --- lifecycle -----------------------------------------------------------
+
+    async def start(self, upcalls: Any) -> None:
+        await super().start(upcalls)
+        self._loop = asyncio.get_running_loop()
+        # The KBR node needs its reachable address before the socket exists:
+        # bind first (port 0 gives an ephemeral one), then build the cores.
+        placeholder = _Deferred()
+        driver = OverlayDriver(placeholder, self._listen, fragments=self._fragments)
+        await driver.start()
+        bound = driver.local_address
+        host = self._advertise or (bound if not _wildcard(bound[0]) else _first_address(bound))
+        if host is None:
+            await driver.stop()
+            raise UsageError(
+                f"overlay listen address {self._listen[0]} is a wildcard and this host has "
+                "no other address: set advertise = ADDRESS:PORT that other nodes can reach"
+            )
+        self._handle = NodeHandle(self._node_id, host)
+        kbr = KbrNode(self._handle, self._kbr_config, random.Random(self._node_id))
+        scribe = ScribeNode(kbr, self._scribe_config)
+        self._stack = OverlayStack(kbr, scribe, self._scribe_event)
+        placeholder.target = self._stack
+        self._driver = driver
+        kbr.bootstrap(self._bootstrap, self._loop.time())
+        self._stack.pump(self._loop.time())
+        driver.transmit()
+        logger.info("overlay node %s on %s", format_id(self._node_id)[:8], host)
+
+    async def stop(self) -> None:
+        if self._stack is not None and self._loop is not None:
+            self._stack.kbr.leave(self._loop.time())
+        if self._driver is not None:
+            await self._driver.stop()
+            self._driver = None
+
+    # --- the contract ------------------------------------------------------------
+
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    def _parts(self) -> tuple[OverlayStack, OverlayDriver]:
+        if self._stack is None or self._driver is None:
+            raise ResourceError("the overlay is not running")
+        return self._stack, self._driver
+
+    def interfaces(self) -> list[TechnologyInterface]:
+        address = str(self._handle) if self._handle is not None else "starting"
+        return [TechnologyInterface(_IFACE, "overlay", address)]
+
+    def can_serve(self, iface: str, group: URI) -> bool:
+        return iface == _IFACE
+
+    def join(self, iface: str, group: URI) -> None:
+        stack, driver = self._parts()
+        self._uris[group.name] = group
+        stack.scribe.join(group.name, self._now())
+        stack.pump(self._now())
+        driver.transmit()
+
+    def leave(self, iface: str, group: URI) -> None:
+        stack, driver = self._parts()
+        stack.scribe.leave(group.name, self._now())
+        stack.pump(self._now())
+        driver.transmit()
+
+    def send(
+        self, iface: str, group: URI, payload: bytes | memoryview, ttl: int, origin: str
+    ) -> None:
+        stack, driver = self._parts()
+        stack.scribe.multicast(group.name, bytes(payload), self._now())
+        stack.pump(self._now())
+        driver.transmit()
+
+    def max_msg_size(self, iface: str) -> int:
+        """A payload every group name fits with (names are at most 1024 characters).
+
+        A group with a shorter name may carry a little more; Scribe checks
+        each message against its own group's limit.
+        """
+        if self._stack is None:
+            return 0
+        return self._stack.scribe.max_payload("ham:opaque:" + "x" * (_MAX_NAME - 11))
+
+    def atomic_msg_size(self, iface: str) -> int:
+        # What fits one UDP datagram without the overlay's own fragmentation.
+        return self._fragments.mtu_payload - 200
+
+    # --- upward ------------------------------------------------------------------
+
+    def _uri(self, name: str) -> URI:
+        uri = self._uris.get(name)
+        if uri is None:
+            uri = URI.parse(name)
+            if len(self._uris) < 4096:
+                self._uris[name] = uri
+        return uri
+
+    def _scribe_event(self, event: object) -> None:
+        if isinstance(event, MessageReceived):
+            self.upcalls.deliver(
+                self, _IFACE, self._uri(event.group), str(event.source), event.payload
+            )
+        elif isinstance(event, ChildAdded):
+            self.upcalls.notify(self, _IFACE, MemberJoined(self._uri(event.group), 0))
+        elif isinstance(event, ChildRemoved):
+            self.upcalls.notify(self, _IFACE, MemberLeft(self._uri(event.group), 0))
+
+    # --- service calls -------------------------------------------------------------
+
+    def neighbor_set(self, iface: str) -> list[str]:
+        """The overlay nodes this node keeps state about (leaf set and routing table)."""
+        if self._stack is None:
+            return []
+        return [str(node) for node in self._stack.kbr.neighbors()]
+
+    def children_set(self, iface: str, group: URI) -> list[str]:
+        if self._stack is None:
+            return []
+        return [str(node) for node in self._stack.scribe.children(group.name)]
+
+    def parent_set(self, iface: str, group: URI) -> list[str]:
+        if self._stack is None:
+            return []
+        parent = self._stack.scribe.parent(group.name)
+        return [] if parent is None else [str(parent)]
+
+    def designated_host(self, iface: str, group: URI) -> bool:
+        """Whether this node is the group's root (its rendezvous point)."""
+        return self._stack is not None and self._stack.scribe.is_root(group.name)
+
+    def group_set(self, iface: str) -> list[GroupSetEntry]:
+        """Groups whose tree passes through this node without a local member: forwarders."""
+        if self._stack is None:
+            return []
+        entries = []
+        for name in self._stack.scribe.groups():
+            if not self._stack.scribe.is_member(name):
+                entries.append(GroupSetEntry(self._uri(name), GroupRole.LISTENER))
+        return entries
+
+    def interface_status(self, iface: str) -> dict[str, Any]:
+        if self._stack is None or self._driver is None:
+            return {"running": False}
+        kbr = self._stack.kbr
+        return {
+            "running": True,
+            "node": str(kbr.handle),
+            "node_id": format_id(kbr.handle.id),
+            "state": kbr.state.value,
+            "leaf_set": [str(n) for n in kbr.leaf_set()],
+            "routing_table_size": len(kbr.routing_table()),
+            "groups": {
+                name: {
+                    "member": self._stack.scribe.is_member(name),
+                    "root": self._stack.scribe.is_root(name),
+                    "parent": str(p) if (p := self._stack.scribe.parent(name)) else None,
+                    "children": [str(c) for c in self._stack.scribe.children(name)],
+                }
+                for name in self._stack.scribe.groups()
+            },
+        }
+
+
+class _Deferred:
+    """Stands in for the stack while the socket is bound; then forwards to it."""
+
+    target: OverlayStack | None = None
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        if self.target is not None:
+            self.target.receive_datagram(data, source, now)
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        return self.target.datagrams_to_send() if self.target is not None else []
+
+    def get_timer(self) -> float | None:
+        return self.target.get_timer() if self.target is not None else None
+
+    def handle_timer(self, now: float) -> None:
+        if self.target is not None:
+            self.target.handle_timer(now)
+
+
+def _wildcard(host: str) -> bool:
+    return ipaddress.ip_address(host).is_unspecified
+
+
+def _first_address(bound: Address) -> Address | None:
+    """For a wildcard bind: the first address of an up, non-loopback interface of its family."""
+    family = ipaddress.ip_address(bound[0]).version
+    for netif in scan():
+        if netif.up and not netif.loopback:
+            for address in netif.addresses(family):
+                if not address.is_link_local:
+                    return str(address), bound[1]
+    return None
+
+
+def _config(cls: type[Any], table: object, section: str) -> Any:
+    if not isinstance(table, dict):
+        raise UsageError(f"[technology.overlay.{section}] must be a table")
+    try:
+        return cls(**table)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"[technology.overlay.{section}]: {exc}") from None
