@@ -250,7 +250,9 @@ class OverlayTechnology(Technology):
         return self._stack.scribe.max_payload("ham:opaque:" + "x" * (_MAX_NAME - 11))
 
     def atomic_msg_size(self, iface: str) -> int:
-        # What fits one UDP datagram without the overlay's own fragmentation.
+        # What fits one UDP datagram without the overlay's own fragmentation,
+        # leaving 200 bytes for the KBR and Scribe headers (group names up to
+        # about 100 characters).
         return self._fragments.mtu_payload - 200
 
     # --- upward ------------------------------------------------------------------
