@@ -168,7 +168,7 @@ def _valid_messages() -> list[bytes]:
         (b"\x53\x01\x02" + KEY_BYTES + b"\x01\x00", "empty path"),
         (b"\x53\x01\x05" + KEY_BYTES + b"\x02\x01" + bytes(16), "unknown flags"),
         (b"\x53\x01\x01" + KEY_BYTES + b"\x00" + V4_BYTES[:-1], "truncated node handle"),
-        (b"\x53\x01\x03" + KEY_BYTES + b"\x00" + bytes(16) + b"\x05", "unknown address family"),
+        (b"\x53\x01\x03" + KEY_BYTES + b"\x00" + bytes(16) + b"\x05", "address family 5"),
         (b"\x53\x01\x03" + KEY_BYTES + b"\x00" + V4_BYTES[:-2] + b"\x00\x00", "port 0"),
         (b"\x53\x01\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x00\x00", "name length 0"),
         (b"\x53\x01\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x00\x05abc", "truncated name"),

@@ -17,14 +17,13 @@ Decoding validates every field against the receiver's limits and raises
 from __future__ import annotations
 
 import enum
-import ipaddress
 import math
 import struct
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from hamcast.errors import ProtocolError, UsageError
-from hamcast.overlay.ids import ID_SPACE, NodeHandle
+from hamcast.errors import ProtocolError
+from hamcast.overlay.ids import NodeHandle, encode_handle, read_handle
 
 __all__ = [
     "FLAG_MEMBER",
@@ -58,16 +57,6 @@ _ROUTE_INTERCEPT: Final = 0x01
 _F64 = struct.Struct("!d")
 _U32 = struct.Struct("!I")
 _ROUTE_HEAD = struct.Struct("!BB16s")  # flags, hops, key
-
-# Handles are encoded and decoded over and over (a leaf set in every
-# exchange); one process-wide memo turns that into a dict lookup and lets
-# every node of a simulation share the same NodeHandle objects. Bounded: it
-# is emptied when full, which costs only recomputation.
-_CACHE_LIMIT: Final = 1 << 18
-# Keyed by id (an int hashes much faster than a handle); the handle is kept to
-# check the address.
-_ENCODED: dict[int, tuple[NodeHandle, bytes]] = {}
-_DECODED: dict[bytes, NodeHandle] = {}
 
 
 class MessageType(enum.IntEnum):
@@ -232,59 +221,6 @@ class Datagram:
     message: Message
 
 
-def encode_handle(handle: NodeHandle) -> bytes:
-    """``handle`` on the wire; :class:`UsageError` if it cannot be (not an IP address)."""
-    cached = _ENCODED.get(handle.id)
-    if cached is not None and (cached[0] is handle or cached[0] == handle):
-        return cached[1]
-    host, port = handle.address
-    if not 0 <= handle.id < ID_SPACE:
-        raise UsageError(f"node id {handle.id!r} is not a 128-bit unsigned integer")
-    if not (isinstance(port, int) and 0 < port < 65536):
-        raise UsageError(f"port {port!r} of {handle} is not in 1..65535")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        raise UsageError(f"address {host!r} of a node handle must be an IP address") from None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
-        raise UsageError(f"address {host!r}: scoped IPv6 addresses cannot be sent to peers")
-    family = b"\x04" if ip.version == 4 else b"\x06"
-    encoded = handle.id.to_bytes(16, "big") + family + ip.packed + port.to_bytes(2, "big")
-    if len(_ENCODED) >= _CACHE_LIMIT:
-        _ENCODED.clear()
-    _ENCODED[handle.id] = (handle, encoded)
-    return encoded
-
-
-def _read_handle(data: bytes, offset: int) -> tuple[NodeHandle, int]:
-    if offset + 17 > len(data):
-        raise ProtocolError("truncated node handle")
-    family = data[offset + 16]
-    if family == 4:
-        end = offset + 23
-    elif family == 6:
-        end = offset + 35
-    else:
-        raise ProtocolError(f"address family {family} in a node handle (4 or 6)")
-    if end > len(data):
-        raise ProtocolError("truncated node handle")
-    raw = data[offset:end]
-    handle = _DECODED.get(raw)
-    if handle is None:
-        port = (raw[-2] << 8) | raw[-1]
-        if port == 0:
-            raise ProtocolError("port 0 in a node handle")
-        packed = raw[17:-2]
-        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = (
-            ipaddress.IPv4Address(packed) if family == 4 else ipaddress.IPv6Address(packed)
-        )
-        handle = NodeHandle(int.from_bytes(raw[:16], "big"), (ip.compressed, port))
-        if len(_DECODED) >= _CACHE_LIMIT:
-            _DECODED.clear()
-        _DECODED[raw] = handle
-    return handle, end
-
-
 def _write_handles(out: bytearray, handles: tuple[NodeHandle, ...]) -> None:
     out.append(len(handles))
     for handle in handles:
@@ -381,7 +317,7 @@ class WireCodec:
         flags = data[2]
         if flags & ~FLAG_MEMBER:
             raise ProtocolError(f"unknown header flags {flags:#04x}")
-        sender, offset = _read_handle(data, 3)
+        sender, offset = read_handle(data, 3)
         message: Message
         if kind == MessageType.PING:
             timestamp, offset = self._read_timestamp(data, offset)
@@ -403,7 +339,7 @@ class WireCodec:
                 raise ProtocolError(f"JOIN with {hops} hops, more than {self._max_hops}")
             if next_row > self._rows:
                 raise ProtocolError(f"JOIN next_row {next_row} beyond {self._rows} rows")
-            joiner, offset = _read_handle(data, offset + 2)
+            joiner, offset = read_handle(data, offset + 2)
             message = Join(hops, next_row, joiner)
         elif kind == MessageType.ROWS:
             rows, offset = self._read_rows(data, offset)
@@ -465,7 +401,7 @@ class WireCodec:
             raise ProtocolError(f"unknown ROUTE flags {flags:#04x}")
         if hops == 0 or hops > self._max_hops:
             raise ProtocolError(f"ROUTE with {hops} hops (1..{self._max_hops})")
-        origin, offset = _read_handle(data, offset + _ROUTE_HEAD.size)
+        origin, offset = read_handle(data, offset + _ROUTE_HEAD.size)
         payload, offset = self._read_payload(data, offset)
         route = Route(
             int.from_bytes(key, "big"), hops, bool(flags & _ROUTE_INTERCEPT), origin, payload
@@ -482,7 +418,7 @@ class WireCodec:
         offset += 1
         handles = []
         for _ in range(count):
-            handle, offset = _read_handle(data, offset)
+            handle, offset = read_handle(data, offset)
             handles.append(handle)
         return tuple(handles), offset
 

@@ -17,14 +17,12 @@ anything else, whatever the bytes.
 from __future__ import annotations
 
 import enum
-import functools
-import ipaddress
 import struct
 from dataclasses import dataclass
 from typing import Final
 
 from hamcast.errors import ProtocolError, UsageError
-from hamcast.overlay.ids import NodeHandle
+from hamcast.overlay.ids import NodeHandle, encode_handle, read_handle
 
 __all__ = [
     "HEADER_SIZE",
@@ -71,7 +69,6 @@ _DATA_FIXED = struct.Struct("!BQ")  # hops, sequence
 _PORT = struct.Struct("!H")
 _HOPS_OFFSET: Final = HEADER_SIZE
 _ID_SIZE: Final = 16
-_FAMILY_SIZES: Final = {4: 4, 6: 16}
 _HOP_BYTES: Final = tuple(bytes((i,)) for i in range(256))
 
 
@@ -187,24 +184,6 @@ def _header(kind: MessageType, key: int) -> bytes:
     return _HEADER.pack(MAGIC, VERSION, kind, key.to_bytes(16, "big"))
 
 
-@functools.lru_cache(maxsize=4096)
-def _encode_handle(handle: NodeHandle) -> bytes:
-    # Cached: a node sends to the same few parents and children over and over.
-    host, port = handle.address
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise UsageError(f"node address {host!r} is not an IP address") from None
-    if not 0 < port <= 0xFFFF:
-        raise UsageError(f"node port {port} is not in 1..65535")
-    return (
-        handle.id.to_bytes(16, "big")
-        + bytes((address.version,))
-        + address.packed
-        + _PORT.pack(port)
-    )
-
-
 def _name_field(name: bytes) -> bytes:
     if not 0 < len(name) <= MAX_NAME_BYTES:
         raise UsageError(f"a group name must have 1..{MAX_NAME_BYTES} bytes, not {len(name)}")
@@ -216,7 +195,7 @@ def encode_join(key: int, name: bytes, joiner: NodeHandle, redirects: int) -> by
     return (
         _header(MessageType.JOIN, key)
         + _HOP_BYTES[redirects]
-        + _encode_handle(joiner)
+        + encode_handle(joiner)
         + _name_field(name)
     )
 
@@ -270,7 +249,7 @@ def encode_heartbeat(key: int, rooted: bool, path: bytes) -> bytes:
 
 def encode_redirect(key: int, redirects: int, target: NodeHandle) -> bytes:
     """A REDIRECT to ``target``; ``redirects`` counts this push-down too."""
-    return _header(MessageType.REDIRECT, key) + _HOP_BYTES[redirects] + _encode_handle(target)
+    return _header(MessageType.REDIRECT, key) + _HOP_BYTES[redirects] + encode_handle(target)
 
 
 def encode_leave(key: int) -> bytes:
@@ -299,7 +278,7 @@ def encode_data(
         (
             _header(kind, key),
             _DATA_FIXED.pack(hops, sequence),
-            _encode_handle(source),
+            encode_handle(source),
             _name_field(name),
             payload,
         )
@@ -308,7 +287,7 @@ def encode_data(
 
 def data_overhead(name: bytes, source: NodeHandle) -> int:
     """Bytes a MULTICAST or DATA message adds to its payload."""
-    return HEADER_SIZE + _DATA_FIXED.size + len(_encode_handle(source)) + 2 + len(name)
+    return HEADER_SIZE + _DATA_FIXED.size + len(encode_handle(source)) + 2 + len(name)
 
 
 def restamp(raw: bytes, hops: int) -> bytes:
@@ -397,32 +376,10 @@ def _expect_end(raw: bytes, offset: int) -> None:
 
 
 def _read_handle(raw: bytes, offset: int) -> tuple[NodeHandle, int]:
-    if len(raw) < offset + _ID_SIZE + 1:
-        raise MalformedMessage("truncated node handle")
-    family = raw[offset + _ID_SIZE]
-    address_size = _FAMILY_SIZES.get(family)
-    if address_size is None:
-        raise MalformedMessage(f"unknown address family {family}")
-    end = offset + _ID_SIZE + 1 + address_size + 2
-    if len(raw) < end:
-        raise MalformedMessage("truncated node handle")
-    handle = _decode_handle(bytes(raw[offset:end]))
-    if handle is None:
-        raise MalformedMessage("node handle with port 0")
-    return handle, end
-
-
-@functools.lru_cache(maxsize=4096)
-def _decode_handle(field: bytes) -> NodeHandle | None:
-    # Cached on the raw bytes: sources, joiners and redirect targets repeat,
-    # and building the address text is the dearest part of decoding.
-    node_id = int.from_bytes(field[:_ID_SIZE], "big")
-    packed = field[_ID_SIZE + 1 : -2]
-    (port,) = _PORT.unpack(field[-2:])
-    if port == 0:
-        return None
-    address = ipaddress.IPv4Address(packed) if len(packed) == 4 else ipaddress.IPv6Address(packed)
-    return NodeHandle(node_id, (str(address), port))
+    try:
+        return read_handle(raw, offset)
+    except ProtocolError as exc:
+        raise MalformedMessage(str(exc)) from None
 
 
 def _read_name(raw: bytes, offset: int) -> tuple[str, int]:
