@@ -180,3 +180,62 @@ def test_delivery_resumes_after_an_interior_node_dies(overlay: Daemons) -> None:
         for sock in sockets.values():
             with contextlib.suppress(hamcast.HamcastError):
                 sock.close()
+
+
+LINK_CONFIG = """
+technologies = ["ip", "overlay"]
+
+[technology.ip]
+announce_interval = 1
+
+[technology.ip.discovery]
+settle_time = 2.0
+"""
+
+
+def test_daemons_on_one_link_find_the_overlay_through_peer_announcements(
+    testbed: Callable[[Topology], Network], tmp_path: Path
+) -> None:
+    topo = Topology()
+    lan = topo.lan("lan", v4="10.45.0.0/24")
+    hosts = ("p1", "p2", "p3")
+    for host in hosts:
+        topo.host(host, lan)
+    net = testbed(topo)
+    daemons = Daemons(net, tmp_path)
+    (tmp_path / "hamcastd.toml").write_text(LINK_CONFIG)
+    try:
+        for host in reversed(hosts):  # the seed (lowest address) starts last
+            daemons.start(host, None)
+        sockets = {host: daemons.socket(host) for host in hosts}
+        try:
+            overlay_index = {
+                host: next(i.index for i in s.interfaces() if i.technology == "overlay")
+                for host, s in sockets.items()
+            }
+
+            def leaf_sets_full() -> bool:
+                return all(
+                    len(s.interface_status(overlay_index[h])["leaf_set"]) == len(hosts) - 1
+                    for h, s in sockets.items()
+                )
+
+            wait_until(leaf_sets_full, 30, "one overlay of all three daemons")
+            on_overlay = {h: daemons_socket(daemons, h, overlay_index[h]) for h in hosts}
+            try:
+                for sock in on_overlay.values():
+                    sock.join(GROUP)
+                wait_until(lambda: _probe(on_overlay, "p3"), 30, "overlay delivery")
+            finally:
+                for sock in on_overlay.values():
+                    sock.close()
+        finally:
+            for sock in sockets.values():
+                sock.close()
+    finally:
+        daemons.stop()
+
+
+def daemons_socket(daemons: Daemons, host: str, index: int) -> hamcast.MulticastSocket:
+    """A socket on one interface of ``host``'s daemon."""
+    return hamcast.MulticastSocket([index], socket_path=daemons.path(host), embedded=False)

@@ -146,6 +146,11 @@ class Middleware:
         for tech in self.technologies:
             await tech.start(self)
             self._sync_interfaces(tech)
+        offered: dict[str, str] = {}
+        for tech in self.technologies:
+            offered.update(tech.advertisement())
+        for tech in self.technologies:
+            tech.advertise(offered)
         self._started = True
 
     async def stop(self) -> None:
@@ -565,6 +570,11 @@ class Middleware:
 
     def interfaces_changed(self, technology: Technology) -> None:
         self._sync_interfaces(technology)
+
+    def peer_heard(self, technology: Technology, kind: str, endpoint: str) -> None:
+        for other in self.technologies:
+            if other is not technology:
+                other.peer_learned(kind, endpoint)
 
     def _broadcast(self, index: int, event: Event) -> None:
         for session in self._sessions.values():

@@ -75,6 +75,13 @@ class Upcalls(Protocol):
     def interfaces_changed(self, technology: Technology) -> None:
         """The module's interface list changed; the core will call interfaces() again."""
 
+    def peer_heard(self, technology: Technology, kind: str, endpoint: str) -> None:
+        """Another host's daemon offers ``endpoint`` for technology ``kind``.
+
+        E.g. the ``ip`` module hears a peer on a link announce its overlay
+        endpoint; the core passes it to the other modules (``peer_learned``).
+        """
+
 
 class Technology(abc.ABC):
     """One distribution technology. Subclasses set :attr:`name`.
@@ -168,6 +175,18 @@ class Technology(abc.ABC):
     def interface_status(self, iface: str) -> dict[str, Any]:
         """Diagnostics of ``iface`` as JSON-ready values (e.g. discovery's verdict)."""
         return {}
+
+    # --- cooperation through the core (modules know nothing of each other) ----------
+
+    def advertisement(self) -> dict[str, str]:
+        """Endpoints this module offers other hosts' daemons, by kind (after start)."""
+        return {}
+
+    def advertise(self, endpoints: dict[str, str]) -> None:  # noqa: B027
+        """What all modules of this daemon offer; a module that announces passes it on."""
+
+    def peer_learned(self, kind: str, endpoint: str) -> None:  # noqa: B027
+        """Another host's daemon offers ``endpoint`` for ``kind`` (see Upcalls.peer_heard)."""
 
 
 def available_technologies() -> dict[str, importlib.metadata.EntryPoint]:

@@ -21,8 +21,13 @@ and ``--overlay-bootstrap``):
     ``ADDRESS:PORT`` other nodes reach this one at (default: the listen address,
     or for a wildcard one the first address of an up, non-loopback interface)
 ``bootstrap``
-    list of ``ADDRESS:PORT`` of nodes already in the overlay (empty: this node
-    starts a new overlay)
+    list of ``ADDRESS:PORT`` of nodes already in the overlay. Empty: this node
+    starts an overlay of its own and then follows the hamcast peers it hears
+    on its links (the ``ip`` technology's announcements carry their overlay
+    endpoints): it (re)joins through the lowest address it knows whenever that
+    is lower than the node it joined through — so every daemon of a
+    multicast-capable link ends up in the overlay of the link's lowest address,
+    without configuration
 ``node_id``
     32 hex digits (default: random)
 ``[technology.overlay.kbr]``, ``[technology.overlay.scribe]``, ``[technology.overlay.fragments]``
@@ -60,6 +65,9 @@ logger = logging.getLogger(__name__)
 
 _IFACE = "overlay"
 _MAX_NAME = 1024  # longest ham: URI (hamcast.uri.MAX_URI_LENGTH)
+#: Restarts through link peers; a bound so a flapping peer cannot keep us restarting.
+_MAX_RESTARTS = 8
+_MAX_LINK_PEERS = 256
 _OPTIONS = {"listen", "advertise", "bootstrap", "node_id", "kbr", "scribe", "fragments"}
 
 
@@ -163,6 +171,13 @@ class OverlayTechnology(Technology):
         self._driver: OverlayDriver | None = None
         self._handle: NodeHandle | None = None
         self._uris: dict[str, URI] = {}
+        #: Groups joined through this module, to join again after a restart.
+        self._members: set[str] = set()
+        self._restarts = 0
+        #: Overlay endpoints of hamcast peers heard on links (bounded).
+        self._link_peers: set[Address] = set()
+        #: The node this one joined through (itself when it started alone).
+        self._seed: Address | None = None
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -188,6 +203,7 @@ class OverlayTechnology(Technology):
         self._stack = OverlayStack(kbr, scribe, self._scribe_event)
         placeholder.target = self._stack
         self._driver = driver
+        self._seed = self._bootstrap[0] if self._bootstrap else host
         kbr.bootstrap(self._bootstrap, self._loop.time())
         self._stack.pump(self._loop.time())
         driver.transmit()
@@ -221,12 +237,14 @@ class OverlayTechnology(Technology):
     def join(self, iface: str, group: URI) -> None:
         stack, driver = self._parts()
         self._uris[group.name] = group
+        self._members.add(group.name)
         stack.scribe.join(group.name, self._now())
         stack.pump(self._now())
         driver.transmit()
 
     def leave(self, iface: str, group: URI) -> None:
         stack, driver = self._parts()
+        self._members.discard(group.name)
         stack.scribe.leave(group.name, self._now())
         stack.pump(self._now())
         driver.transmit()
@@ -254,6 +272,56 @@ class OverlayTechnology(Technology):
         # leaving 200 bytes for the KBR and Scribe headers (group names up to
         # about 100 characters).
         return self._fragments.mtu_payload - 200
+
+    # --- finding the overlay through link peers ------------------------------------
+
+    def advertisement(self) -> dict[str, str]:
+        if self._handle is None:
+            return {}
+        host, port = self._handle.address
+        return {"overlay": f"[{host}]:{port}" if ":" in host else f"{host}:{port}"}
+
+    def peer_learned(self, kind: str, endpoint: str) -> None:
+        """Follow a link peer's overlay when its address is the lowest known.
+
+        The seed rule: every daemon that was given no bootstrap node joins
+        through the lowest address among itself and the link peers it heard,
+        and moves when it hears a lower one. Seeds only go down, so the link's
+        daemons converge on one overlay after at most one move per peer.
+        """
+        if kind != "overlay" or self._bootstrap or self._stack is None or self._seed is None:
+            return
+        try:
+            target = parse_endpoint(endpoint, "a peer's overlay endpoint")
+        except UsageError:
+            return
+        if len(self._link_peers) < _MAX_LINK_PEERS:
+            self._link_peers.add(target)
+        best = min(self._link_peers, key=lambda a: _address_key(a[0]))
+        if _address_key(best[0]) >= _address_key(self._seed[0]):
+            return
+        if self._restarts >= _MAX_RESTARTS:
+            logger.warning("overlay: not following %s:%d, restarted too often", *best)
+            return
+        self._seed = best
+        self._restart_through(best)
+
+    def _restart_through(self, target: Address) -> None:
+        stack, driver = self._parts()
+        assert self._handle is not None
+        now = self._now()
+        self._restarts += 1
+        logger.info("overlay: joining the overlay of link peer %s:%d", *target)
+        # Start afresh through the peer: the old node's neighbours notice it
+        # vanish and repair; its groups are joined again below.
+        kbr = KbrNode(self._handle, self._kbr_config, random.Random(self._node_id + self._restarts))
+        stack.kbr = kbr
+        stack.scribe = ScribeNode(kbr, self._scribe_config)
+        kbr.bootstrap([target], now)
+        for name in sorted(self._members):
+            stack.scribe.join(name, now)
+        stack.pump(now)
+        driver.transmit()
 
     # --- upward ------------------------------------------------------------------
 
@@ -349,6 +417,11 @@ class _Deferred:
     def handle_timer(self, now: float) -> None:
         if self.target is not None:
             self.target.handle_timer(now)
+
+
+def _address_key(host: str) -> tuple[int, int]:
+    address = ipaddress.ip_address(host)
+    return address.version, int(address)
 
 
 def _wildcard(host: str) -> bool:

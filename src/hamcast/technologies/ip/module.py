@@ -163,6 +163,8 @@ class IpTechnology(Technology):
         self.peers = PeerTable(os.urandom(16), socket.gethostname(), ("ip",), interval)
         self._peer_timer: asyncio.TimerHandle | None = None
         self._announced: set[str] = set()
+        #: Overlay endpoints of peers already passed to the core.
+        self._overlay_endpoints: set[str] = set()
         self._discovery: DiscoveryDriver | None = None
         self._discovery_config: DiscoveryConfig | None = None
         discovery = self.options.get("discovery", True)
@@ -302,10 +304,23 @@ class IpTechnology(Technology):
 
     def _hear_peer(self, link: _Link, data: bytes, source: IpAddress) -> None:
         assert self._loop is not None
-        if self.peers.receive(link.key, data, source, self._loop.time()):
+        new = self.peers.receive(link.key, data, source, self._loop.time())
+        peer = self.peers.last_heard
+        if peer is not None and peer.announcement.overlay:
+            endpoint = peer.announcement.overlay
+            if endpoint not in self._overlay_endpoints:
+                if len(self._overlay_endpoints) >= 1024:
+                    self._overlay_endpoints.clear()
+                self._overlay_endpoints.add(endpoint)
+                self.upcalls.peer_heard(self, "overlay", endpoint)
+        if new:
             logger.info("hamcast peer %s heard on %s", source, link.key)
             # Re-plan: the table now wants an early answer and has a new expiry.
             self._peer_tick()
+
+    def advertise(self, endpoints: dict[str, str]) -> None:
+        """Carry this daemon's overlay endpoint in the link announcements."""
+        self.peers.overlay = endpoints.get("overlay", "")
 
     def _qualifies(self, netif: NetInterface) -> bool:
         if self._wanted is not None:

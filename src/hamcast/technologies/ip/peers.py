@@ -159,6 +159,8 @@ class PeerTable:
         self._links: dict[str, _Link] = {}
         self._next_announce = 0.0
         self._last_answer = float("-inf")
+        #: The peer the last :meth:`receive` accepted (None if it ignored the datagram).
+        self.last_heard: Peer | None = None
 
     def set_links(self, links: dict[str, IpAddress]) -> None:
         """The links to announce on, with this daemon's address on each."""
@@ -180,6 +182,7 @@ class PeerTable:
         daemons that start together know each other within a round trip
         rather than an interval.
         """
+        self.last_heard = None
         link = self._links.get(link_key)
         announcement = decode_announcement(data)
         if link is None or announcement is None or announcement.daemon_id == self.daemon_id:
@@ -188,9 +191,9 @@ class PeerTable:
         new = announcement.daemon_id not in peers
         if new and len(peers) >= MAX_PEERS_PER_LINK:
             return False
-        peers[announcement.daemon_id] = Peer(
-            source, announcement, now + HOLD_FACTOR * announcement.interval
-        )
+        peer = Peer(source, announcement, now + HOLD_FACTOR * announcement.interval)
+        peers[announcement.daemon_id] = peer
+        self.last_heard = peer
         if new:
             # Answer at once, but at most once a second whatever peers come.
             self._next_announce = min(self._next_announce, max(now, self._last_answer + 1.0))
