@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from hamcast import __version__
-from hamcast.cli import commands, streams
+from hamcast.cli import commands, sim, streams
 from hamcast.cli.daemon import LOG_LEVELS
 
 __all__ = ["build_parser"]
@@ -52,6 +53,16 @@ _ttl = _number(int, "a TTL (0 to 255)", 0, 255)
 # Bounded because socket timeouts must fit a C timeval; 1e7 s is 115 days.
 _seconds = _number(float, "a number of seconds (0 to 1e7)", 0, 1e7)
 _rate = _number(float, "a positive number of messages per second", 1e-9)
+_node_count = _number(int, "a node count (2 or more)", 2)
+_group_count = _number(int, "a group count (0 or more)", 0)
+_churn = _number(float, "a churn rate (0 or more)", 0)
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
 
 
 def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -264,7 +275,40 @@ def build_parser(prog: str = "hamcast", daemon_prog: str | None = None) -> argpa
         _uri_argument(parser_)
         _interface_option(parser_)
     _add_testbed(sub)
+    _add_sim(sub)
     return parser
+
+
+def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``hamcast sim``: the overlay simulator against IP multicast (docs/evaluation.md)."""
+    sim_ = _command(
+        sub,
+        "sim",
+        sim.sim_command,
+        "simulate the overlay (KBR + Scribe) and compare it with IP multicast",
+    )
+    sim_.add_argument(
+        "--nodes", metavar="N", type=_node_count, default=200, help="overlay nodes (default: 200)"
+    )
+    sim_.add_argument(
+        "--groups", metavar="G", type=_group_count, default=10, help="groups (default: 10)"
+    )
+    sim_.add_argument(
+        "--seed", metavar="S", type=_seed, default=1, help="decides everything (default: 1)"
+    )
+    sim_.add_argument(
+        "--churn",
+        metavar="RATE",
+        type=_churn,
+        default=0.0,
+        help="node churn rate; not implemented yet, only 0 is accepted",
+    )
+    sim_.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        help="also write DIR/metrics.json and PNG plots (created if missing)",
+    )
 
 
 def _add_testbed(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

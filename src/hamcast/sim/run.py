@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections import Counter
 from typing import Any
 
 from hamcast.overlay.kbr import KbrConfig
@@ -58,9 +59,22 @@ def run(
         memberships.append((name, members))
     sim.run_for(5.0)
 
-    deliveries: list[GroupDelivery] = [
-        measure_delivery(sim, name, members[0], members, wait=2.0) for name, members in memberships
-    ]
+    # Histograms over (group, link) and (group, sending node): stress -> how often.
+    scribe_links: Counter[int] = Counter()
+    unicast_links: Counter[int] = Counter()
+    ip_links = 0
+    node_copies: Counter[int] = Counter()
+    deliveries: list[GroupDelivery] = []
+    for name, members in memberships:
+        delivery, (per_link, per_node) = _observe(sim, name, members[0], members)
+        deliveries.append(delivery)
+        scribe_links.update(per_link.values())
+        node_copies.update(per_node.values())
+        unicast = Counter[tuple[int, int]]()
+        for host in members[1:]:
+            unicast.update(sim.topology.path_links(members[0].router, host.router))
+        unicast_links.update(unicast.values())
+        ip_links += len(unicast)
     rads = [d.rad for d in deliveries if not math.isnan(d.rad)]
     rmds = [d.rmd for d in deliveries if not math.isnan(d.rmd)]
     expected = sum(d.members for d in deliveries)
@@ -91,7 +105,47 @@ def run(
         },
         "node_stress_max_copies": max((d.max_node_copies for d in deliveries), default=0),
         "per_group": [d.as_dict() for d in deliveries],
+        "distributions": {
+            "link_stress": {
+                "scribe": _histogram(scribe_links),
+                "ip_multicast": {"1": ip_links} if ip_links else {},
+                "unicast": _histogram(unicast_links),
+            },
+            "node_copies": _histogram(node_copies),
+        },
     }
+
+
+def _observe(
+    sim: Simulator, group: str, source: Host, members: list[Host]
+) -> tuple[GroupDelivery, tuple[Counter[tuple[int, int]], Counter[int]]]:
+    """:func:`measure_delivery`, also counting the probe's copies per link and per sender.
+
+    The probe is recognised by the payload prefix ``measure_delivery`` uses.
+    """
+    marker = f"probe {group} ".encode()
+    links: Counter[tuple[int, int]] = Counter()
+    senders: Counter[int] = Counter()
+    previous = sim.on_transmit
+
+    def transmitted(sender: Host, target: Host, data: bytes) -> None:
+        if marker in data:
+            senders[sender.index] += 1
+            links.update(sim.topology.path_links(sender.router, target.router))
+        if previous is not None:
+            previous(sender, target, data)
+
+    sim.on_transmit = transmitted
+    try:
+        delivery = measure_delivery(sim, group, source, members, wait=2.0)
+    finally:
+        sim.on_transmit = previous
+    return delivery, (links, senders)
+
+
+def _histogram(values: Counter[int]) -> dict[str, int]:
+    """``{value: how often}`` with string keys in ascending order, for JSON."""
+    return {str(value): values[value] for value in sorted(values)}
 
 
 def _summary(values: list[float]) -> dict[str, float]:
