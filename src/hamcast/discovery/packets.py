@@ -251,48 +251,53 @@ def _ipv6_pseudo_header(source: str, destination: str, length: int, next_header:
     return src + dst + struct.pack("!IxxxB", length, next_header)
 
 
+# IGMPv3 and MLDv2 share one floating-point format for codes past a
+# threshold: 1 | exponent (3 bits) | mantissa, value = (1 mantissa) << (exponent + 3).
+# Only the mantissa width differs (4 bits in 8-bit codes, 12 in 16-bit ones).
+
+
+def _decode_float(code: int, mantissa_bits: int) -> int:
+    if code < 1 << (mantissa_bits + 3):
+        return code
+    mantissa = code & ((1 << mantissa_bits) - 1)
+    exponent = (code >> mantissa_bits) & 0x07
+    return (mantissa | 1 << mantissa_bits) << (exponent + 3)
+
+
+def _encode_float(value: int, mantissa_bits: int) -> int:
+    if value < 0:
+        raise ValueError("code values are not negative")
+    if value < 1 << (mantissa_bits + 3):
+        return value
+    for exponent in range(8):
+        mantissa = value >> (exponent + 3)
+        if mantissa < 1 << (mantissa_bits + 1):
+            return (
+                1 << (mantissa_bits + 3)
+                | exponent << mantissa_bits
+                | (mantissa & ((1 << mantissa_bits) - 1))
+            )
+    return (1 << (mantissa_bits + 4)) - 1
+
+
 def decode_code8(code: int) -> int:
     """Decode an 8-bit Max Resp Code / QQIC (RFC 3376 §4.1.1, §4.1.7; RFC 3810 §5.1.9)."""
-    if code < 0x80:
-        return code
-    mantissa = code & 0x0F
-    exponent = (code >> 4) & 0x07
-    return (mantissa | 0x10) << (exponent + 3)
+    return _decode_float(code, 4)
 
 
 def encode_code8(value: int) -> int:
     """The 8-bit code for ``value`` (rounded down; saturates at 31744)."""
-    if value < 0:
-        raise ValueError("code values are not negative")
-    if value < 0x80:
-        return value
-    for exponent in range(8):
-        mantissa = value >> (exponent + 3)
-        if mantissa < 0x20:
-            return 0x80 | (exponent << 4) | (mantissa & 0x0F)
-    return 0xFF
+    return _encode_float(value, 4)
 
 
 def decode_code16(code: int) -> int:
     """Decode MLDv2's 16-bit Maximum Response Code (RFC 3810 §5.1.3), in milliseconds."""
-    if code < 0x8000:
-        return code
-    mantissa = code & 0x0FFF
-    exponent = (code >> 12) & 0x07
-    return (mantissa | 0x1000) << (exponent + 3)
+    return _decode_float(code, 12)
 
 
 def encode_code16(value: int) -> int:
     """The 16-bit code for ``value`` milliseconds (rounded down; saturates)."""
-    if value < 0:
-        raise ValueError("code values are not negative")
-    if value < 0x8000:
-        return value
-    for exponent in range(8):
-        mantissa = value >> (exponent + 3)
-        if mantissa < 0x2000:
-            return 0x8000 | (exponent << 12) | (mantissa & 0x0FFF)
-    return 0xFFFF
+    return _encode_float(value, 12)
 
 
 def _ipv4(data: bytes, offset: int) -> str:
