@@ -20,7 +20,7 @@ from hamcast.errors import (
     UnsupportedGroupError,
     UsageError,
 )
-from hamcast.events import MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
+from hamcast.events import BindingChanged, MemberJoined, MemberLeft, MembershipEvent, SourceAppeared
 from hamcast.model import GroupRole, GroupSetEntry
 from hamcast.technologies.base import Technology, TechnologyInterface
 from hamcast.technologies.local import LocalTechnology
@@ -99,9 +99,13 @@ def started(*techs: Technology, config: CoreConfig | None = None) -> Middleware:
     return mw
 
 
+#: Selection prefers the fake network technology, as it would ``ip``.
+FAKE_FIRST = CoreConfig(preference=["fake-ip", "local"])
+
+
 @pytest.fixture
 def mw() -> Middleware:
-    return started(IpLike(), LocalTechnology())
+    return started(IpLike(), LocalTechnology(), config=FAKE_FIRST)
 
 
 def session(mw: Middleware, sink: Sink | None = None, pid: int = 7) -> tuple[Session, Sink]:
@@ -358,20 +362,43 @@ def test_socket_and_group_limits(mw: Middleware) -> None:
         small.join(s, sock, URI.parse("ham:opaque:third"))
 
 
-def test_vanished_interface_is_dropped_everywhere(mw: Middleware) -> None:
+def test_vanished_interface_moves_its_groups_and_returns_to_every_interface_sockets(
+    mw: Middleware,
+) -> None:
     fake = mw.technologies[0]
     assert isinstance(fake, IpLike)
-    s, _ = session(mw)
+    s, sink = session(mw)
     sock = mw.create_socket(s)
+    mw.enable_events(s, sock)
     mw.join(s, sock, IPG)
     fake.ifaces = []
     mw.interfaces_changed(fake)
     assert [i.index for i in mw.interfaces()] == [2]
     assert mw.get_interfaces(s, sock) == [2]
-    assert mw.groups() == []
+    assert [(g.group, g.technology) for g in mw.groups()] == [(IPG, "local")]
+    assert (sock, BindingChanged(IPG, 2, "local: local is available")) in sink.events
     fake.ifaces = [TechnologyInterface("eth0", "eth0", "10.0.0.1")]
     mw.interfaces_changed(fake)
     assert [i.index for i in mw.interfaces()] == [1, 2], "an interface keeps its index"
+    assert mw.get_interfaces(s, sock) == [1, 2], "a socket on all interfaces gets it back"
+    assert [(g.group, g.technology) for g in mw.groups()] == [(IPG, "fake-ip")]
+    assert fake.calls[-1] == ("join", "eth0", str(IPG))
+
+
+def test_vanished_interface_of_a_socket_restricted_to_it_drops_its_groups(
+    mw: Middleware,
+) -> None:
+    fake = mw.technologies[0]
+    assert isinstance(fake, IpLike)
+    s, _ = session(mw)
+    sock = mw.create_socket(s, [1])
+    mw.join(s, sock, IPG)
+    fake.ifaces = []
+    mw.interfaces_changed(fake)
+    assert mw.get_interfaces(s, sock) == []
+    assert mw.groups() == []
+    with pytest.raises(NotJoinedError):
+        mw.leave(s, sock, IPG)
 
 
 def test_failed_technology_join_leaves_no_state(mw: Middleware) -> None:

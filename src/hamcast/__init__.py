@@ -35,6 +35,7 @@ from hamcast.errors import (
     WouldBlockError,
 )
 from hamcast.events import (
+    BindingChanged,
     Event,
     InterfaceChanged,
     MemberJoined,
@@ -49,6 +50,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "URI",
+    "BindingChanged",
     "ClosedError",
     "DaemonUnavailableError",
     "Event",

@@ -16,10 +16,14 @@ A config file looks like::
 
     [technology.local]
     max_msg_size = 65507
+
+    [monitor]           # off unless listen is set (docs/monitor.md)
+    listen = "127.0.0.1:7048"
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -31,9 +35,11 @@ from hamcast.errors import UsageError
 __all__ = [
     "CoreConfig",
     "DaemonConfig",
+    "MonitorConfig",
     "SessionConfig",
     "default_socket_path",
     "load_config",
+    "parse_monitor_listen",
 ]
 
 #: Environment variable that overrides the IPC socket path, for daemon and clients.
@@ -77,6 +83,14 @@ class CoreConfig:
     max_groups_per_socket: int = 4096
     #: Distinct sources remembered per group for new-source events (LRU).
     sources_per_group: int = 256
+    #: Technology selection order (docs/hybrid.md): a group is bound to the first
+    #: technology in this list whose interface is usable now; technologies not
+    #: listed come last, in the order they were enabled.
+    preference: list[str] = field(default_factory=lambda: ["ip", "overlay", "local"])
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(name, str) for name in self.preference):
+            raise UsageError("[core] preference must be a list of technology names")
 
 
 @dataclass(slots=True)
@@ -94,6 +108,40 @@ class SessionConfig:
 
 
 @dataclass(slots=True)
+class MonitorConfig:
+    """The daemon's read-only HTTP monitoring endpoint (docs/monitor.md); off by default."""
+
+    #: ``ADDRESS:PORT`` to serve on (``PORT`` alone means loopback); "" = off.
+    listen: str = ""
+    #: The host's name in the dashboard (default: the machine's host name).
+    name: str = ""
+
+
+#: The monitoring endpoint's port when none is given (docs/monitor.md).
+MONITOR_PORT = 7048
+
+
+def parse_monitor_listen(text: str) -> tuple[str, int]:
+    """``ADDRESS:PORT``, ``[IPv6]:PORT`` or ``PORT`` (loopback) as (address, port)."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "127.0.0.1", text
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise UsageError(f"monitor address {text!r}: write an IPv6 address as [ADDRESS]:PORT")
+    host = host or "127.0.0.1"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise UsageError(f"monitor address {text!r} is not ADDRESS:PORT (port 0 to 65535)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise UsageError(f"monitor address {text!r}: {host!r} is not an IP address") from None
+    return host, int(port_text)
+
+
+@dataclass(slots=True)
 class DaemonConfig:
     """Everything ``hamcastd`` needs to start."""
 
@@ -105,6 +153,7 @@ class DaemonConfig:
     technology_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     core: CoreConfig = field(default_factory=CoreConfig)
     session: SessionConfig = field(default_factory=SessionConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 def _fill(cls: type[Any], table: dict[str, Any], where: str) -> Any:
@@ -129,7 +178,7 @@ def load_config(path: str | Path) -> DaemonConfig:
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path} is not valid TOML: {exc}") from None
     config = DaemonConfig()
-    sections = {"core", "session", "technology"}
+    sections = {"core", "session", "technology", "monitor"}
     for key, value in data.items():
         if key in sections:
             continue
@@ -153,6 +202,10 @@ def load_config(path: str | Path) -> DaemonConfig:
         config.core = _fill(CoreConfig, data["core"], "core")
     if "session" in data:
         config.session = _fill(SessionConfig, data["session"], "session")
+    if "monitor" in data:
+        config.monitor = _fill(MonitorConfig, data["monitor"], "monitor")
+        if config.monitor.listen:
+            parse_monitor_listen(config.monitor.listen)  # a bad address fails at load
     if not config.technologies:
         raise UsageError(f"config {path}: no technologies enabled")
     return config

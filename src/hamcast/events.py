@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from hamcast.uri import URI
 
 __all__ = [
+    "BindingChanged",
     "Event",
     "EventKind",
     "InterfaceChanged",
@@ -30,6 +31,7 @@ class EventKind(enum.IntEnum):
     LEAVE = 2
     NEW_SOURCE = 3
     INTERFACE_CHANGED = 4
+    BINDING_CHANGED = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +75,23 @@ class InterfaceChanged:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class BindingChanged:
+    """The middleware moved ``group`` to another interface for this socket (beyond RFC 7046).
+
+    Late binding (docs/hybrid.md): what the networks offer changed, e.g. a
+    multicast router appeared, and the group is now carried on ``interface``.
+    ``reason`` says why that interface was chosen, starting with its
+    technology (``"ip: PIM router 10.0.1.1 on the link"``). The application
+    needs to do nothing; messages keep flowing.
+    """
+
+    group: URI
+    interface: int
+    reason: str
+
+
 #: The three events of RFC 7046.
 MembershipEvent = MemberJoined | MemberLeft | SourceAppeared
 #: Everything a socket with events enabled may receive.
-Event = MemberJoined | MemberLeft | SourceAppeared | InterfaceChanged
+Event = MemberJoined | MemberLeft | SourceAppeared | InterfaceChanged | BindingChanged

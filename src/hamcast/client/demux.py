@@ -23,6 +23,7 @@ from hamcast.errors import (
     ProtocolError,
 )
 from hamcast.events import (
+    BindingChanged,
     Event,
     EventKind,
     InterfaceChanged,
@@ -160,6 +161,8 @@ class Demux:
             return MemberLeft(group, event.interface)
         if event.kind == EventKind.NEW_SOURCE:
             return SourceAppeared(group, event.interface, self._names[event.source])
+        if event.kind == EventKind.BINDING_CHANGED:
+            return BindingChanged(group, event.interface, self._names[event.source])
         return None  # a kind from a newer daemon: skip it
 
     def send_frame(

@@ -7,12 +7,19 @@ the technology modules; it calls back into each session only through its
 :class:`SessionSink`. It does no I/O of its own and never blocks, so it runs
 on the daemon's event loop and is tested with in-memory sinks.
 
-Binding: a socket's operation on a group uses the first interface of the
-socket, in index order (which follows the configured technology order), whose
-technology can serve the group. Each (interface, group) pair has one entry in
-the group table; a technology is asked to join/leave only for the first/last
-listener on that interface, and to register/deregister only for the
-first/last sender.
+Binding (late binding, docs/hybrid.md): a socket's operation on a group uses
+the socket interface chosen by technology selection — the interfaces are
+ranked by the configured technology preference (``[core] preference``,
+default ip, overlay, local) and then by index, and the first one whose
+technology can serve the group *and* says it is usable now
+(:meth:`Technology.assess`) wins; when none is usable, the first that can
+serve it. When a technology reports that conditions changed (a router
+appeared, the overlay came up), every binding is chosen again and groups move
+without the application doing anything but receiving a
+:class:`~hamcast.events.BindingChanged` event. Each (interface, group) pair has
+one entry in the group table; a technology is asked to join/leave only for
+the first/last listener on that interface, and to register/deregister only
+for the first/last sender.
 
 Events: every join and leave of a socket on this host is a membership event
 on its interface, as is every membership change a technology observes; a
@@ -41,7 +48,7 @@ from hamcast.errors import (
     UnsupportedGroupError,
     UsageError,
 )
-from hamcast.events import Event, MemberJoined, MemberLeft, SourceAppeared
+from hamcast.events import BindingChanged, Event, MemberJoined, MemberLeft, SourceAppeared
 from hamcast.model import GroupRole, GroupSetEntry, Interface, SocketStats
 from hamcast.technologies.base import Technology
 from hamcast.uri import URI
@@ -76,6 +83,8 @@ class SocketState:
     registered: dict[URI, int] = field(default_factory=dict)
     #: Interface chosen for sending to each group (cache of the binding rule).
     send_iface: dict[URI, int] = field(default_factory=dict)
+    #: Created on all interfaces: interfaces that appear later are added too.
+    every_interface: bool = False
     events: bool = False
     sent: int = 0
     received: int = 0
@@ -102,6 +111,8 @@ class _GroupEntry:
     listeners: set[SocketState] = field(default_factory=set)
     senders: set[SocketState] = field(default_factory=set)
     sources: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: Why selection chose this interface (``technology: observation``).
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +124,8 @@ class GroupInfo:
     interface: int
     listeners: int
     senders: int
+    #: Why technology selection chose this interface.
+    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -139,6 +152,7 @@ class Middleware:
         self._next_socket = 1
         self._groups: dict[tuple[int, URI], _GroupEntry] = {}
         self._started = False
+        self._rank = {name: i for i, name in enumerate(self.config.preference)}
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -174,12 +188,22 @@ class Middleware:
                 self._next_iface += 1
                 self._index_of[(tech.name, key)] = index
             info = Interface(index, ti.name, ti.address, tech.name)
+            if index not in self._ifaces:
+                self._interface_appeared(index)
             self._ifaces[index] = _Iface(info, tech, key)
         for (name, key), index in list(self._index_of.items()):
             if name == tech.name and key not in current and index in self._ifaces:
                 self._interface_vanished(index)
 
+    def _interface_appeared(self, index: int) -> None:
+        for session in self._sessions.values():
+            for sock in session.sockets.values():
+                if sock.every_interface and index not in sock.interfaces:
+                    sock.interfaces = sorted([*sock.interfaces, index])
+                    sock.ttl.setdefault(index, self.config.default_ttl)
+
     def _interface_vanished(self, index: int) -> None:
+        """Forget an interface; its groups move to the next best one where there is one."""
         logger.warning("interface %s vanished", self._ifaces[index].info.name)
         for entry_key in [k for k in self._groups if k[0] == index]:
             del self._groups[entry_key]
@@ -187,10 +211,14 @@ class Middleware:
             for sock in session.sockets.values():
                 if index in sock.interfaces:
                     sock.interfaces.remove(index)
+                    sock.ttl.pop(index, None)
+        del self._ifaces[index]
+        self._reselect()
+        for session in self._sessions.values():
+            for sock in session.sockets.values():
                 for table in (sock.joined, sock.registered, sock.send_iface):
                     for group in [g for g, i in table.items() if i == index]:
                         del table[group]
-        del self._ifaces[index]
 
     def interfaces(self) -> list[Interface]:
         """All interfaces of the host, by index."""
@@ -229,6 +257,7 @@ class Middleware:
         """A new socket on ``ifaces`` (all interfaces when empty); returns its id."""
         if len(session.sockets) >= self.config.max_sockets_per_session:
             raise UsageError(f"session already has {len(session.sockets)} sockets, the maximum")
+        every = not set(ifaces)
         chosen = sorted(set(ifaces)) or sorted(self._ifaces)
         for index in chosen:
             self._iface(index)
@@ -240,6 +269,7 @@ class Middleware:
             interfaces=chosen,
             ttl=dict.fromkeys(chosen, self.config.default_ttl),
             origin=f"local:{session.pid}/{sock_id}",
+            every_interface=every,
         )
         session.sockets[sock_id] = sock
         return sock_id
@@ -255,13 +285,93 @@ class Middleware:
     # --- binding -------------------------------------------------------------
 
     def _bind(self, sock: SocketState, group: URI) -> int:
-        for index in sock.interfaces:
+        return self._select(sock, group)[0]
+
+    def _select(self, sock: SocketState, group: URI) -> tuple[int, str]:
+        """Technology selection: the interface for ``group`` on ``sock``, and why."""
+        last = len(self._rank)
+        order = sorted(
+            sock.interfaces,
+            key=lambda i: (self._rank.get(self._ifaces[i].technology.name, last), i),
+        )
+        fallback: tuple[int, str] | None = None
+        for index in order:
             iface = self._ifaces[index]
-            if iface.technology.can_serve(iface.key, group):
-                return index
+            tech = iface.technology
+            if not tech.can_serve(iface.key, group):
+                continue
+            verdict = tech.assess(iface.key, group)
+            if verdict.usable:
+                return index, f"{tech.name}: {verdict.reason}"
+            if fallback is None:
+                fallback = index, f"{tech.name}: {verdict.reason}; nothing better is usable"
+        if fallback is not None:
+            return fallback
         if not sock.interfaces:
             raise UnsupportedGroupError(f"socket {sock.id} has no interfaces left")
         raise UnsupportedGroupError(f"no technology on the socket's interfaces can serve {group}")
+
+    def _reselect(self) -> None:
+        """Choose every binding again; move the groups whose choice changed."""
+        for session in list(self._sessions.values()):
+            for sock in list(session.sockets.values()):
+                bound = set(sock.joined) | set(sock.registered) | set(sock.send_iface)
+                for group in sorted(bound, key=lambda g: g.name):
+                    try:
+                        index, reason = self._select(sock, group)
+                    except UnsupportedGroupError:
+                        continue
+                    if self._move(sock, group, index, reason) and sock.events:
+                        session.sink.event(sock.id, BindingChanged(group, index, reason))
+
+    def _move(self, sock: SocketState, group: URI, index: int, reason: str) -> bool:
+        """Rebind ``group`` on ``sock`` to ``index``; False if nothing moved.
+
+        The new interface is joined before the old one is left, so a listener
+        misses as little as the networks allow; if the new technology refuses,
+        the old binding stays.
+        """
+        moved = False
+        old = sock.joined.get(group)
+        if old is not None and old != index:
+            iface = self._ifaces[index]
+            entry = self._entry(index, group)
+            try:
+                if not entry.listeners:
+                    iface.technology.join(iface.key, group)
+            except HamcastError as exc:
+                logger.warning("moving %s to %s failed: %s", group, iface.info.name, exc)
+                self._drop_if_idle(entry)
+                return False
+            entry.listeners.add(sock)
+            entry.reason = reason
+            sock.joined[group] = index
+            self._broadcast(index, MemberJoined(group, index))
+            self._release_listener(sock, old, group)
+            moved = True
+        old = sock.registered.get(group)
+        if old is not None and old != index:
+            iface = self._ifaces[index]
+            entry = self._entry(index, group)
+            try:
+                if not entry.senders:
+                    iface.technology.src_register(iface.key, group)
+            except HamcastError as exc:
+                logger.info("moving source %s to %s failed: %s", group, iface.info.name, exc)
+                self._drop_if_idle(entry)
+            else:
+                entry.senders.add(sock)
+                entry.reason = reason
+                sock.registered[group] = index
+                self._release_sender(sock, old, group)
+                moved = True
+        old = sock.send_iface.get(group)
+        if old is not None and old != index and group not in sock.registered:
+            sock.send_iface[group] = index
+            moved = True
+        elif group in sock.registered:
+            sock.send_iface[group] = sock.registered[group]
+        return moved
 
     def _group_limit(self, sock: SocketState) -> None:
         if len(sock.joined) + len(sock.send_iface) >= self.config.max_groups_per_socket:
@@ -287,7 +397,7 @@ class Middleware:
         if group in sock.joined:
             return
         self._group_limit(sock)
-        index = self._bind(sock, group)
+        index, reason = self._select(sock, group)
         iface = self._ifaces[index]
         entry = self._entry(index, group)
         if not entry.listeners:
@@ -297,6 +407,7 @@ class Middleware:
                 self._drop_if_idle(entry)
                 raise
         entry.listeners.add(sock)
+        entry.reason = reason
         sock.joined[group] = index
         self._broadcast(index, MemberJoined(group, index))
 
@@ -309,6 +420,9 @@ class Middleware:
 
     def _leave(self, sock: SocketState, group: URI) -> None:
         index = sock.joined.pop(group)
+        self._release_listener(sock, index, group)
+
+    def _release_listener(self, sock: SocketState, index: int, group: URI) -> None:
         entry = self._groups.get((index, group))
         if entry is None:
             return
@@ -333,7 +447,7 @@ class Middleware:
         if group in sock.registered:
             return []
         self._group_limit(sock)
-        index = self._bind(sock, group)
+        index, reason = self._select(sock, group)
         failed = [i for i in sock.interfaces if i != index]
         iface = self._ifaces[index]
         entry = self._entry(index, group)
@@ -345,6 +459,7 @@ class Middleware:
                 self._drop_if_idle(entry)
                 return sorted(sock.interfaces)
         entry.senders.add(sock)
+        entry.reason = reason
         sock.registered[group] = index
         sock.send_iface[group] = index
         return failed
@@ -358,6 +473,9 @@ class Middleware:
 
     def _deregister(self, sock: SocketState, group: URI) -> list[int]:
         index = sock.registered.pop(group)
+        return self._release_sender(sock, index, group)
+
+    def _release_sender(self, sock: SocketState, index: int, group: URI) -> list[int]:
         entry = self._groups.get((index, group))
         if entry is None:
             return []
@@ -527,6 +645,7 @@ class Middleware:
                 entry.iface,
                 len(entry.listeners),
                 len(entry.senders),
+                entry.reason,
             )
             for entry in self._groups.values()
         ]
@@ -570,6 +689,10 @@ class Middleware:
 
     def interfaces_changed(self, technology: Technology) -> None:
         self._sync_interfaces(technology)
+        self._reselect()
+
+    def conditions_changed(self, technology: Technology) -> None:
+        self._reselect()
 
     def peer_heard(self, technology: Technology, kind: str, endpoint: str) -> None:
         for other in self.technologies:

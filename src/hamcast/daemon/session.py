@@ -28,6 +28,7 @@ from hamcast.config import SessionConfig
 from hamcast.core.middleware import Middleware, Session
 from hamcast.errors import HamcastError, ProtocolError, UsageError
 from hamcast.events import (
+    BindingChanged,
     Event,
     EventKind,
     InterfaceChanged,
@@ -52,6 +53,7 @@ _EVENT_KINDS = {
     MemberLeft: EventKind.LEAVE,
     SourceAppeared: EventKind.NEW_SOURCE,
     InterfaceChanged: EventKind.INTERFACE_CHANGED,
+    BindingChanged: EventKind.BINDING_CHANGED,
 }
 
 
@@ -301,6 +303,9 @@ class ClientSession(asyncio.Protocol):
         try:
             if isinstance(event, InterfaceChanged):
                 group, source = 0, self._name(NameKind.TEXT, event.status)
+            elif isinstance(event, BindingChanged):
+                group = self._name(NameKind.GROUP, event.group.name)
+                source = self._name(NameKind.TEXT, event.reason)
             else:
                 group = self._name(NameKind.GROUP, event.group.name)
                 source = (

@@ -34,6 +34,7 @@ from hamcast.uri import URI
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Assessment",
     "Technology",
     "TechnologyInterface",
     "Upcalls",
@@ -51,6 +52,19 @@ class TechnologyInterface:
     key: str
     name: str
     address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """Whether an interface can carry a group to other hosts now, and why (selection input).
+
+    ``reason`` is one line for people (``hamcast groups``), starting with what
+    was observed: ``"PIM router 10.0.1.1 on the link"``, ``"no multicast seen
+    on the link"``.
+    """
+
+    usable: bool
+    reason: str
 
 
 class Upcalls(Protocol):
@@ -74,6 +88,10 @@ class Upcalls(Protocol):
 
     def interfaces_changed(self, technology: Technology) -> None:
         """The module's interface list changed; the core will call interfaces() again."""
+
+    def conditions_changed(self, technology: Technology) -> None:
+        """What :meth:`Technology.assess` answers may have changed (e.g. a router
+        appeared): the core re-runs technology selection for every group."""
 
     def peer_heard(self, technology: Technology, kind: str, endpoint: str) -> None:
         """Another host's daemon offers ``endpoint`` for technology ``kind``.
@@ -121,6 +139,16 @@ class Technology(abc.ABC):
     @abc.abstractmethod
     def can_serve(self, iface: str, group: URI) -> bool:
         """Whether ``group`` can be distributed on ``iface`` at all."""
+
+    def assess(self, iface: str, group: URI) -> Assessment:
+        """Whether ``iface`` should carry ``group`` now (late binding, DESIGN.md §6).
+
+        Only asked for groups :meth:`can_serve` accepts. The core walks the
+        configured technology preference and binds a group to the first
+        interface that is usable; a module whose usefulness changes calls
+        :meth:`Upcalls.conditions_changed`. The default: always usable.
+        """
+        return Assessment(True, f"{self.name} is available")
 
     @abc.abstractmethod
     def join(self, iface: str, group: URI) -> None:
