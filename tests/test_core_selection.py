@@ -83,17 +83,26 @@ def test_native_wins_where_the_link_offers_multicast() -> None:
     assert ip.calls == [("join", NEWS.name)] and overlay.calls == []
 
 
-def test_overlay_where_the_link_shows_no_multicast_and_local_when_nothing_is() -> None:
+def test_overlay_where_the_link_shows_no_multicast_else_the_preferred_one() -> None:
     mw, _, _ = stack(ip_usable=False)
     s = mw.open_session(Sink())
     sock = mw.create_socket(s)
     mw.join(s, sock, NEWS)
     assert [(r.technology, r.reason) for r in mw.groups()] == [("overlay", "overlay: seen")]
+    # Nothing usable: the preferred network technology, not host-local delivery,
+    # which reaches nobody else either.
     mw2, _, _ = stack(ip_usable=False, overlay_usable=False)
     s2 = mw2.open_session(Sink())
     sock2 = mw2.create_socket(s2)
     mw2.join(s2, sock2, NEWS)
-    assert [r.technology for r in mw2.groups()] == ["local"]
+    assert [r.technology for r in mw2.groups()] == ["ip"]
+    mw3, _, _ = stack(ip_usable=False, overlay_usable=False, preference=["local"])
+    s3 = mw3.open_session(Sink())
+    sock3 = mw3.create_socket(s3)
+    mw3.join(s3, sock3, NEWS)
+    assert [(r.technology, r.reason) for r in mw3.groups()] == [
+        ("local", "local: this host only (nothing reaches further)")
+    ]
 
 
 def test_nothing_usable_falls_back_to_the_first_that_serves_and_says_so() -> None:
@@ -105,7 +114,7 @@ def test_nothing_usable_falls_back_to_the_first_that_serves_and_says_so() -> Non
     mw.join(s, sock, NEWS)
     [row] = mw.groups()
     assert row.technology == "ip"
-    assert row.reason == "ip: not seen; nothing better is usable"
+    assert row.reason == "ip: not seen (nothing reaches further)"
 
 
 def test_preference_order_is_configurable() -> None:
@@ -161,8 +170,14 @@ def test_a_send_only_binding_moves_too() -> None:
     ip.usable = True
     mw.conditions_changed(ip)
     mw.send(s, sock, NEWS, b"b")
-    assert overlay.calls == [("send", NEWS.name)]
-    assert ip.calls == [("send", NEWS.name)]
+    # Sending makes the socket a sender: registered with whichever technology carries it.
+    assert overlay.calls == [
+        ("register", NEWS.name),
+        ("send", NEWS.name),
+        ("deregister", NEWS.name),
+    ]
+    assert ip.calls == [("register", NEWS.name), ("send", NEWS.name)]
+    assert [(r.technology, r.senders) for r in mw.groups()] == [("ip", 1)]
 
 
 def test_a_refused_move_keeps_the_old_binding() -> None:

@@ -80,8 +80,10 @@ class SocketState:
     ttl: dict[int, int]
     origin: str
     joined: dict[URI, int] = field(default_factory=dict)
-    registered: dict[URI, int] = field(default_factory=dict)
-    #: Interface chosen for sending to each group (cache of the binding rule).
+    #: Groups the socket registered as a source of (RFC 7046 §5.1.5).
+    registered: set[URI] = field(default_factory=set)
+    #: Interface each group is sent on: the socket is one of that entry's senders,
+    #: registered or not (a socket becomes a sender by sending).
     send_iface: dict[URI, int] = field(default_factory=dict)
     #: Created on all interfaces: interfaces that appear later are added too.
     every_interface: bool = False
@@ -216,9 +218,10 @@ class Middleware:
         self._reselect()
         for session in self._sessions.values():
             for sock in session.sockets.values():
-                for table in (sock.joined, sock.registered, sock.send_iface):
+                for table in (sock.joined, sock.send_iface):
                     for group in [g for g, i in table.items() if i == index]:
                         del table[group]
+                sock.registered &= set(sock.send_iface)
 
     def interfaces(self) -> list[Interface]:
         """All interfaces of the host, by index."""
@@ -278,14 +281,11 @@ class Middleware:
         sock = self._socket(session, sock_id)
         for group in list(sock.joined):
             self._leave(sock, group)
-        for group in list(sock.registered):
+        for group in list(sock.send_iface):
             self._deregister(sock, group)
         del session.sockets[sock_id]
 
     # --- binding -------------------------------------------------------------
-
-    def _bind(self, sock: SocketState, group: URI) -> int:
-        return self._select(sock, group)[0]
 
     def _select(self, sock: SocketState, group: URI) -> tuple[int, str]:
         """Technology selection: the interface for ``group`` on ``sock``, and why."""
@@ -304,7 +304,7 @@ class Middleware:
             if verdict.usable:
                 return index, f"{tech.name}: {verdict.reason}"
             if fallback is None:
-                fallback = index, f"{tech.name}: {verdict.reason}; nothing better is usable"
+                fallback = index, f"{tech.name}: {verdict.reason} (nothing reaches further)"
         if fallback is not None:
             return fallback
         if not sock.interfaces:
@@ -315,7 +315,7 @@ class Middleware:
         """Choose every binding again; move the groups whose choice changed."""
         for session in list(self._sessions.values()):
             for sock in list(session.sockets.values()):
-                bound = set(sock.joined) | set(sock.registered) | set(sock.send_iface)
+                bound = set(sock.joined) | set(sock.send_iface)
                 for group in sorted(bound, key=lambda g: g.name):
                     try:
                         index, reason = self._select(sock, group)
@@ -349,7 +349,7 @@ class Middleware:
             self._broadcast(index, MemberJoined(group, index))
             self._release_listener(sock, old, group)
             moved = True
-        old = sock.registered.get(group)
+        old = sock.send_iface.get(group)
         if old is not None and old != index:
             iface = self._ifaces[index]
             entry = self._entry(index, group)
@@ -362,15 +362,9 @@ class Middleware:
             else:
                 entry.senders.add(sock)
                 entry.reason = reason
-                sock.registered[group] = index
+                sock.send_iface[group] = index
                 self._release_sender(sock, old, group)
                 moved = True
-        old = sock.send_iface.get(group)
-        if old is not None and old != index and group not in sock.registered:
-            sock.send_iface[group] = index
-            moved = True
-        elif group in sock.registered:
-            sock.send_iface[group] = sock.registered[group]
         return moved
 
     def _group_limit(self, sock: SocketState) -> None:
@@ -437,32 +431,44 @@ class Middleware:
         self._broadcast(index, MemberLeft(group, index))
 
     def src_register(self, session: Session, sock_id: int, group: URI) -> list[int]:
-        """Register as a sender on every interface of the socket that serves the group.
+        """Register as a sender on the socket's interface chosen for the group.
 
-        Returns the interfaces where registration failed (RFC 7046 §5.1.5);
-        raises when none of the socket's interfaces can serve the group.
+        Returns the interfaces where the socket is not registered (RFC 7046
+        §5.1.5: all others; all of them when the technology refused).
         """
         sock = self._socket(session, sock_id)
         group = group.without_credentials()
         if group in sock.registered:
             return []
+        if group not in sock.send_iface:
+            self._group_limit(sock)
+        try:
+            index = self._add_sender(sock, group)
+        except HamcastError as exc:
+            logger.info("source registration of %s failed: %s", group, exc)
+            return sorted(sock.interfaces)
+        sock.registered.add(group)
+        return [i for i in sock.interfaces if i != index]
+
+    def _add_sender(self, sock: SocketState, group: URI) -> int:
+        """Bind ``group`` for sending on ``sock``; the socket joins the entry's senders."""
+        index = sock.send_iface.get(group)
+        if index is not None:
+            return index
         self._group_limit(sock)
         index, reason = self._select(sock, group)
-        failed = [i for i in sock.interfaces if i != index]
         iface = self._ifaces[index]
         entry = self._entry(index, group)
         if not entry.senders:
             try:
                 iface.technology.src_register(iface.key, group)
-            except HamcastError as exc:
-                logger.info("source registration of %s on %s failed: %s", group, index, exc)
+            except HamcastError:
                 self._drop_if_idle(entry)
-                return sorted(sock.interfaces)
+                raise
         entry.senders.add(sock)
         entry.reason = reason
-        sock.registered[group] = index
         sock.send_iface[group] = index
-        return failed
+        return index
 
     def src_deregister(self, session: Session, sock_id: int, group: URI) -> list[int]:
         sock = self._socket(session, sock_id)
@@ -472,7 +478,11 @@ class Middleware:
         return self._deregister(sock, group)
 
     def _deregister(self, sock: SocketState, group: URI) -> list[int]:
-        index = sock.registered.pop(group)
+        """The socket stops being a sender of ``group`` (a later send binds it again)."""
+        sock.registered.discard(group)
+        index = sock.send_iface.pop(group, None)
+        if index is None:
+            return []
         return self._release_sender(sock, index, group)
 
     def _release_sender(self, sock: SocketState, index: int, group: URI) -> list[int]:
@@ -497,10 +507,7 @@ class Middleware:
         """Bind ``group`` for sending on the socket; returns its maximum message size."""
         sock = self._socket(session, sock_id)
         group = group.without_credentials()
-        index = sock.send_iface.get(group)
-        if index is None:
-            self._group_limit(sock)
-            index = sock.send_iface[group] = self._bind(sock, group)
+        index = self._add_sender(sock, group)
         iface = self._ifaces[index]
         return iface.technology.max_msg_size(iface.key)
 
@@ -541,10 +548,8 @@ class Middleware:
             raise UnknownInterfaceError(f"socket {sock_id} does not use interface {index}")
         for group in [g for g, i in sock.joined.items() if i == index]:
             self._leave(sock, group)
-        for group in [g for g, i in sock.registered.items() if i == index]:
-            self._deregister(sock, group)
         for group in [g for g, i in sock.send_iface.items() if i == index]:
-            del sock.send_iface[group]
+            self._deregister(sock, group)
         sock.interfaces.remove(index)
         sock.ttl.pop(index, None)
 

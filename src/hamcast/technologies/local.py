@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from hamcast.errors import UsageError
-from hamcast.technologies.base import Technology, TechnologyInterface
+from hamcast.technologies.base import Assessment, Technology, TechnologyInterface
 from hamcast.uri import URI
 
 __all__ = ["LocalTechnology"]
@@ -44,6 +44,16 @@ class LocalTechnology(Technology):
 
     def can_serve(self, iface: str, group: URI) -> bool:
         return True
+
+    def assess(self, iface: str, group: URI) -> Assessment:
+        """Never "usable" in selection's sense: it reaches no other host.
+
+        So it is chosen only when it comes first in the preference among the
+        technologies that can serve a group, or is the only one; a network
+        interface that shows no multicast yet still reaches this host's own
+        sockets (multicast loopback), and possibly the link.
+        """
+        return Assessment(False, "this host only")
 
     def join(self, iface: str, group: URI) -> None:
         # Membership lives in the core's group table; nothing to tell a network.

@@ -49,13 +49,14 @@ from typing import Any
 from hamcast.errors import ResourceError, UsageError
 from hamcast.events import MemberJoined, MemberLeft
 from hamcast.model import GroupRole, GroupSetEntry
+from hamcast.overlay.api import Joined
 from hamcast.overlay.driver import OverlayDriver
 from hamcast.overlay.fragments import FragmentConfig
 from hamcast.overlay.ids import Address, NodeHandle, format_id
-from hamcast.overlay.kbr import KbrConfig, KbrNode
+from hamcast.overlay.kbr import KbrConfig, KbrNode, NodeState
 from hamcast.overlay.scribe import ScribeConfig, ScribeNode
 from hamcast.overlay.scribe.events import ChildAdded, ChildRemoved, MessageReceived
-from hamcast.technologies.base import Technology, TechnologyInterface
+from hamcast.technologies.base import Assessment, Technology, TechnologyInterface
 from hamcast.technologies.ip.netifs import scan
 from hamcast.uri import URI
 
@@ -128,6 +129,8 @@ class OverlayStack:
             while (kbr_event := self.kbr.next_event()) is not None:
                 busy = True
                 self.scribe.handle_kbr_event(kbr_event, now)
+                if type(kbr_event) is Joined:
+                    self._on_event(kbr_event)  # the node's own arrival matters upward too
             while (scribe_event := self.scribe.next_event()) is not None:
                 busy = True
                 self._on_event(scribe_event)
@@ -233,6 +236,18 @@ class OverlayTechnology(Technology):
 
     def can_serve(self, iface: str, group: URI) -> bool:
         return iface == _IFACE
+
+    def assess(self, iface: str, group: URI) -> Assessment:
+        """Usable once this node has joined an overlay (alone, or through a bootstrap node)."""
+        if self._stack is None:
+            return Assessment(False, "the overlay is not running")
+        kbr = self._stack.kbr
+        if kbr.state is NodeState.JOINING and self._restarts:
+            # Moving to a link peer's overlay: keep the groups here, they are joined again.
+            return Assessment(True, "overlay node rejoining through a link peer")
+        if kbr.state is not NodeState.JOINED:
+            return Assessment(False, f"overlay node {kbr.state.value}")
+        return Assessment(True, f"overlay node joined, {len(kbr.leaf_set())} leaf-set neighbours")
 
     def join(self, iface: str, group: URI) -> None:
         stack, driver = self._parts()
@@ -342,6 +357,8 @@ class OverlayTechnology(Technology):
             self.upcalls.notify(self, _IFACE, MemberJoined(self._uri(event.group), 0))
         elif isinstance(event, ChildRemoved):
             self.upcalls.notify(self, _IFACE, MemberLeft(self._uri(event.group), 0))
+        elif isinstance(event, Joined):
+            self.upcalls.conditions_changed(self)
 
     # --- service calls -------------------------------------------------------------
 

@@ -57,11 +57,16 @@ from hamcast.discovery import (
     Verdict,
     VerdictChanged,
 )
-from hamcast.errors import ResourceError, UnsupportedGroupError, UsageError
+from hamcast.errors import (
+    ResourceError,
+    UnknownInterfaceError,
+    UnsupportedGroupError,
+    UsageError,
+)
 from hamcast.events import InterfaceChanged, MemberJoined, MemberLeft
 from hamcast.mapping import GroupMapping, NameTable, map_group
 from hamcast.model import GroupRole, GroupSetEntry
-from hamcast.technologies.base import Technology, TechnologyInterface
+from hamcast.technologies.base import Assessment, Technology, TechnologyInterface
 from hamcast.technologies.ip import sockopts
 from hamcast.technologies.ip.netifs import NetInterface, scan
 from hamcast.technologies.ip.peers import (
@@ -234,6 +239,7 @@ class IpTechnology(Technology):
             if link is not None:
                 logger.info("%s: %s -> %s", link.key, event.old.value, event.new.value)
                 self.upcalls.notify(self, link.key, InterfaceChanged(0, event.new.value))
+                self.upcalls.conditions_changed(self)
         elif isinstance(event, MemberReported | MemberExpired):
             address = ipaddress.ip_address(event.group)
             link = self._by_index.get((event.interface, address.version))
@@ -250,7 +256,10 @@ class IpTechnology(Technology):
         link = self._links.get(iface)
         if link is None or self._discovery is None:
             return None
-        return self._discovery.snapshot(link.netif.index, link.family)
+        try:
+            return self._discovery.snapshot(link.netif.index, link.family)
+        except UnknownInterfaceError:
+            return None  # a link found by the last rescan, not watched yet
 
     # --- hamcast peers -----------------------------------------------------------
 
@@ -278,8 +287,11 @@ class IpTechnology(Technology):
     def _peer_tick(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        for peer in self.peers.expire(now):
+        expired = self.peers.expire(now)
+        for peer in expired:
             logger.info("hamcast peer %s (%s) expired", peer.address, peer.announcement.name)
+        if expired:
+            self.upcalls.conditions_changed(self)
         if now >= self.peers.next_announce():
             self._send_announcements()
             # Jitter keeps daemons that started together from announcing in lockstep.
@@ -317,6 +329,8 @@ class IpTechnology(Technology):
             logger.info("hamcast peer %s heard on %s", source, link.key)
             # Re-plan: the table now wants an early answer and has a new expiry.
             self._peer_tick()
+            # Another daemon hears us: multicast works on this link.
+            self.upcalls.conditions_changed(self)
 
     def advertise(self, endpoints: dict[str, str]) -> None:
         """Carry this daemon's overlay endpoint in the link announcements."""
@@ -382,6 +396,35 @@ class IpTechnology(Technology):
         if group.is_ip:
             return map_group(group).family == link.family
         return True
+
+    def assess(self, iface: str, group: URI) -> Assessment:
+        """Usable where the link shows multicast: a router, a querier or a hamcast peer.
+
+        A link where nothing was heard (verdict ``none``), or not yet (discovery
+        still settling), is not: the group goes to the next technology until
+        evidence arrives. Without discovery (turned off, or no raw socket)
+        multicast is assumed, as a plain multicast program would.
+        """
+        link = self._links.get(iface)
+        if link is None:
+            return Assessment(False, f"{iface} is gone")
+        found = self._discovered(iface)
+        if found is not None:
+            verdict, evidence = found
+            if verdict is Verdict.ROUTED:
+                routers = ", ".join(n.address for n in evidence.neighbours) or "a querier"
+                return Assessment(True, f"multicast router {routers} on {link.netif.name}")
+            if verdict is Verdict.LINK_LOCAL:
+                querier = evidence.querier.address if evidence.querier else "a querier"
+                return Assessment(True, f"multicast querier {querier} on {link.netif.name}")
+        peers = self.peers.peers(iface)
+        if peers:
+            return Assessment(True, f"{len(peers)} hamcast peer(s) heard on {link.netif.name}")
+        if found is None or (found[0] is Verdict.UNKNOWN and found[1].unavailable):
+            return Assessment(True, f"no discovery on {link.netif.name}: multicast assumed")
+        if found[0] is Verdict.UNKNOWN:
+            return Assessment(False, f"still listening for multicast on {link.netif.name}")
+        return Assessment(False, f"no router, querier or hamcast peer on {link.netif.name}")
 
     def _target(self, link: _Link, group: URI) -> tuple[GroupMapping, IpAddress]:
         mapping = map_group(group)
