@@ -87,6 +87,15 @@ class CoreConfig:
     #: technology in this list whose interface is usable now; technologies not
     #: listed come last, in the order they were enabled.
     preference: list[str] = field(default_factory=lambda: ["ip", "overlay", "local"])
+    #: Be a gateway candidate where a native interface and ``gateway_to`` meet
+    #: (docs/hybrid.md).
+    gateway: bool = True
+    #: The technology gateways bridge native multicast domains to.
+    gateway_to: str = "overlay"
+    #: TTL / hop limit of what a gateway sends into its native domain.
+    gateway_ttl: int = 16
+    #: Own copies a gateway waits for to drop them (the echo filter's bound).
+    gateway_echo_entries: int = 4096
 
     def __post_init__(self) -> None:
         if not all(isinstance(name, str) for name in self.preference):

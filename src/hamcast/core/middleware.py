@@ -49,8 +49,9 @@ from hamcast.errors import (
     UsageError,
 )
 from hamcast.events import BindingChanged, Event, MemberJoined, MemberLeft, SourceAppeared
+from hamcast.gateway import Gateway
 from hamcast.model import GroupRole, GroupSetEntry, Interface, SocketStats
-from hamcast.technologies.base import Technology
+from hamcast.technologies.base import DomainView, Technology
 from hamcast.uri import URI
 
 __all__ = ["GroupInfo", "Middleware", "Session", "SessionSink", "SocketState"]
@@ -104,6 +105,9 @@ class Session:
     sink: SessionSink
     sockets: dict[int, SocketState] = field(default_factory=dict)
     closed: bool = False
+    #: The daemon's own (the gateway's): left out of what is announced as this
+    #: host's interest in groups.
+    internal: bool = False
 
 
 @dataclass(eq=False, slots=True)
@@ -155,6 +159,14 @@ class Middleware:
         self._groups: dict[tuple[int, URI], _GroupEntry] = {}
         self._started = False
         self._rank = {name: i for i, name in enumerate(self.config.preference)}
+        self.gateway: Gateway | None = None
+        if self.config.gateway and self.config.gateway_to in names:
+            self.gateway = Gateway(
+                self,
+                self.config.gateway_to,
+                ttl=self.config.gateway_ttl,
+                echo_entries=self.config.gateway_echo_entries,
+            )
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -165,11 +177,17 @@ class Middleware:
         offered: dict[str, str] = {}
         for tech in self.technologies:
             offered.update(tech.advertisement())
+        if self.gateway is not None:
+            offered["gateway"] = "yes"
         for tech in self.technologies:
             tech.advertise(offered)
         self._started = True
+        if self.gateway is not None:
+            self.gateway.refresh()
 
     async def stop(self) -> None:
+        if self.gateway is not None:
+            self.gateway.close()
         for session in list(self._sessions.values()):
             self.close_session(session)
         for tech in reversed(self.technologies):
@@ -235,8 +253,10 @@ class Middleware:
 
     # --- sessions and sockets -------------------------------------------------
 
-    def open_session(self, sink: SessionSink, pid: int = 0, name: str = "") -> Session:
-        session = Session(self._next_session, pid, name, sink)
+    def open_session(
+        self, sink: SessionSink, pid: int = 0, name: str = "", *, internal: bool = False
+    ) -> Session:
+        session = Session(self._next_session, pid, name, sink, internal=internal)
         self._next_session += 1
         self._sessions[session.id] = session
         return session
@@ -346,6 +366,7 @@ class Middleware:
             entry.listeners.add(sock)
             entry.reason = reason
             sock.joined[group] = index
+            self._interest_changed(sock, index)
             self._broadcast(index, MemberJoined(group, index))
             self._release_listener(sock, old, group)
             moved = True
@@ -363,6 +384,7 @@ class Middleware:
                 entry.senders.add(sock)
                 entry.reason = reason
                 sock.send_iface[group] = index
+                self._interest_changed(sock, index)
                 self._release_sender(sock, old, group)
                 moved = True
         return moved
@@ -403,6 +425,7 @@ class Middleware:
         entry.listeners.add(sock)
         entry.reason = reason
         sock.joined[group] = index
+        self._interest_changed(sock, index)
         self._broadcast(index, MemberJoined(group, index))
 
     def leave(self, session: Session, sock_id: int, group: URI) -> None:
@@ -421,6 +444,7 @@ class Middleware:
         if entry is None:
             return
         entry.listeners.discard(sock)
+        self._interest_changed(sock, index)
         if not entry.listeners:
             iface = self._ifaces[index]
             try:
@@ -468,6 +492,7 @@ class Middleware:
         entry.senders.add(sock)
         entry.reason = reason
         sock.send_iface[group] = index
+        self._interest_changed(sock, index)
         return index
 
     def src_deregister(self, session: Session, sock_id: int, group: URI) -> list[int]:
@@ -490,6 +515,7 @@ class Middleware:
         if entry is None:
             return []
         entry.senders.discard(sock)
+        self._interest_changed(sock, index)
         failed: list[int] = []
         if not entry.senders:
             iface = self._ifaces[index]
@@ -694,10 +720,46 @@ class Middleware:
 
     def interfaces_changed(self, technology: Technology) -> None:
         self._sync_interfaces(technology)
-        self._reselect()
+        self.conditions_changed(technology)
 
     def conditions_changed(self, technology: Technology) -> None:
         self._reselect()
+        if self.gateway is not None and self._started:
+            self.gateway.refresh()
+
+    def interest(self, technology: Technology, iface: str) -> tuple[frozenset[str], frozenset[str]]:
+        index = self._index_of.get((technology.name, iface))
+        listening: set[str] = set()
+        sending: set[str] = set()
+        for (i, group), entry in self._groups.items():
+            if i != index:
+                continue
+            if any(not s.session.internal for s in entry.listeners):
+                listening.add(group.name)
+            if any(not s.session.internal for s in entry.senders):
+                sending.add(group.name)
+        return frozenset(listening), frozenset(sending)
+
+    def _interest_changed(self, sock: SocketState, index: int) -> None:
+        if not sock.session.internal:
+            iface = self._ifaces.get(index)
+            if iface is not None:
+                iface.technology.interest_changed(iface.key)
+
+    def domains(self) -> dict[int, DomainView]:
+        """The native multicast domain behind each interface that has one, by index."""
+        found = {}
+        for index, iface in sorted(self._ifaces.items()):
+            view = iface.technology.domain(iface.key)
+            if view is not None:
+                found[index] = view
+        return found
+
+    def gateway_status(self) -> dict[str, Any]:
+        """JSON-ready: whether this daemon is a gateway candidate, and what it bridges."""
+        if self.gateway is None:
+            return {"candidate": False}
+        return {"candidate": True, **self.gateway.status()}
 
     def peer_heard(self, technology: Technology, kind: str, endpoint: str) -> None:
         for other in self.technologies:

@@ -23,6 +23,7 @@ harmless defaults: a module overrides those it can answer from real state.
 from __future__ import annotations
 
 import abc
+import hashlib
 import importlib.metadata
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -35,6 +36,7 @@ from hamcast.uri import URI
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Assessment",
+    "DomainView",
     "Technology",
     "TechnologyInterface",
     "Upcalls",
@@ -67,6 +69,42 @@ class Assessment:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class DomainView:
+    """What a native technology knows of the multicast domain behind one interface.
+
+    The domain is as far as native multicast reaches from the interface's
+    link; gateways bridge it to the overlay (docs/hybrid.md). Names are
+    canonical ``ham:`` URIs.
+    """
+
+    #: This daemon's id (16 bytes).
+    me: bytes
+    #: Ids of the live gateway candidates heard in the domain, this daemon's
+    #: included when it is one; sorted.
+    gateways: tuple[bytes, ...]
+    #: Groups applications in the domain (this host's included) listen to natively.
+    listening: frozenset[str]
+    #: Groups applications in the domain (this host's included) send to natively.
+    sending: frozenset[str]
+    #: Daemons heard in the domain, this one included.
+    daemons: int = 1
+
+    def winner(self, name: str) -> bytes | None:
+        """The designated gateway of group ``name``: highest random weight, or None."""
+        encoded = name.encode()
+        best: tuple[bytes, bytes] | None = None
+        for candidate in self.gateways:
+            weight = hashlib.sha256(candidate + encoded).digest()
+            if best is None or weight > best[0]:
+                best = weight, candidate
+        return None if best is None else best[1]
+
+    def designated(self, name: str) -> bool:
+        """Whether this daemon is the designated gateway of group ``name``."""
+        return self.winner(name) == self.me
+
+
 class Upcalls(Protocol):
     """What a module may tell the core. Call these from the event-loop thread only."""
 
@@ -88,6 +126,14 @@ class Upcalls(Protocol):
 
     def interfaces_changed(self, technology: Technology) -> None:
         """The module's interface list changed; the core will call interfaces() again."""
+
+    def interest(self, technology: Technology, iface: str) -> tuple[frozenset[str], frozenset[str]]:
+        """The groups this host's applications listen to and send to on ``iface`` (names).
+
+        A technology that announces them (``ip``'s domain announcements) asks
+        when it announces; gateways' own memberships are not included.
+        """
+        ...
 
     def conditions_changed(self, technology: Technology) -> None:
         """What :meth:`Technology.assess` answers may have changed (e.g. a router
@@ -203,6 +249,15 @@ class Technology(abc.ABC):
     def interface_status(self, iface: str) -> dict[str, Any]:
         """Diagnostics of ``iface`` as JSON-ready values (e.g. discovery's verdict)."""
         return {}
+
+    # --- gateways (docs/hybrid.md) ------------------------------------------------
+
+    def domain(self, iface: str) -> DomainView | None:
+        """The native multicast domain behind ``iface``; None for a non-native technology."""
+        return None
+
+    def interest_changed(self, iface: str) -> None:  # noqa: B027
+        """The answer of :meth:`Upcalls.interest` for ``iface`` changed (announce soon)."""
 
     # --- cooperation through the core (modules know nothing of each other) ----------
 

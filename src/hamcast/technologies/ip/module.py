@@ -28,6 +28,14 @@ Options (``[technology.ip]``):
     see :mod:`hamcast.technologies.ip.peers`)
 ``announce_interval``
     seconds between announcements (default 10)
+``domain``
+    announce the group names this host uses natively to the whole multicast
+    domain and hear the others' (default true; gateways need it; see
+    :mod:`hamcast.technologies.ip.domain`)
+``domain_interval``
+    seconds between domain announcements (default 5)
+``domain_ttl``
+    TTL / hop limit of domain announcements (default 16)
 ``discovery``
     observe IGMP/MLD queries and reports and PIM Hellos on every link (default
     true; needs CAP_NET_RAW, else every link's verdict is ``unknown``)
@@ -66,8 +74,9 @@ from hamcast.errors import (
 from hamcast.events import InterfaceChanged, MemberJoined, MemberLeft
 from hamcast.mapping import GroupMapping, NameTable, map_group
 from hamcast.model import GroupRole, GroupSetEntry
-from hamcast.technologies.base import Assessment, Technology, TechnologyInterface
+from hamcast.technologies.base import Assessment, DomainView, Technology, TechnologyInterface
 from hamcast.technologies.ip import sockopts
+from hamcast.technologies.ip.domain import DOMAIN_GROUP_V4, DOMAIN_GROUP_V6, DomainTable
 from hamcast.technologies.ip.netifs import NetInterface, scan
 from hamcast.technologies.ip.peers import (
     ANNOUNCE_GROUP_V4,
@@ -93,6 +102,9 @@ _OPTIONS = {
     "announce",
     "announce_interval",
     "discovery",
+    "domain",
+    "domain_interval",
+    "domain_ttl",
 }
 #: Datagrams read per readiness callback before yielding to other work.
 _READ_BATCH = 256
@@ -181,6 +193,18 @@ class IpTechnology(Technology):
         elif discovery is not True and discovery is not False:
             raise UsageError("[technology.ip] discovery must be true, false or a table")
         self._discovery_on = discovery is not False
+        self._domain_on = bool(self.options.get("domain", True))
+        domain_interval = int(self.options.get("domain_interval", 5))
+        if not 1 <= domain_interval <= 3600:
+            raise UsageError("[technology.ip] domain_interval must be 1 to 3600 seconds")
+        self._domain_ttl = int(self.options.get("domain_ttl", 16))
+        if not 1 <= self._domain_ttl <= 255:
+            raise UsageError("[technology.ip] domain_ttl must be 1 to 255")
+        self.domain_table = DomainTable(self.peers.daemon_id, domain_interval)
+        self._domain_links: set[str] = set()
+        self._domain_timer: asyncio.TimerHandle | None = None
+        self._domain_next = 0.0
+        self._domain_last = float("-inf")
         #: The name this daemon knows for each group address (for membership events).
         self._by_address: dict[IpAddress, URI] = {}
 
@@ -205,6 +229,8 @@ class IpTechnology(Technology):
             self._rescan.cancel()
         if self._peer_timer is not None:
             self._peer_timer.cancel()
+        if self._domain_timer is not None:
+            self._domain_timer.cancel()
         if self._discovery is not None:
             await self._discovery.stop()
             self._discovery = None
@@ -335,6 +361,77 @@ class IpTechnology(Technology):
     def advertise(self, endpoints: dict[str, str]) -> None:
         """Carry this daemon's overlay endpoint in the link announcements."""
         self.peers.overlay = endpoints.get("overlay", "")
+        self.domain_table.gateway = endpoints.get("gateway") == "yes"
+
+    # --- the multicast domain (gateways) -------------------------------------------
+
+    def _sync_domain(self) -> None:
+        """Join the domain group on new links; announce there at once."""
+        if not self._domain_on:
+            return
+        self.domain_table.set_links(self._links)
+        self._domain_links &= set(self._links)
+        for key, link in self._links.items():
+            if key in self._domain_links:
+                continue
+            receiver = self._receiver(link.family, ANNOUNCE_PORT)
+            group = DOMAIN_GROUP_V4 if link.family == 4 else DOMAIN_GROUP_V6
+            try:
+                sockopts.join(receiver.sock, link.netif.index, group, None)
+            except ResourceError as exc:
+                logger.warning("cannot hear the multicast domain on %s: %s", key, exc)
+                continue
+            receiver.members.add((key, _DOMAIN_URI[link.family]))
+            self._domain_links.add(key)
+            self._domain_next = 0.0
+        self._domain_tick()
+
+    def _domain_tick(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        if self.domain_table.expire(now):
+            self.upcalls.conditions_changed(self)
+        if now >= self._domain_next:
+            for key in sorted(self._domain_links):
+                link = self._links[key]
+                listening, sending = self.upcalls.interest(self, key)
+                group = DOMAIN_GROUP_V4 if link.family == 4 else DOMAIN_GROUP_V6
+                for datagram in self.domain_table.datagrams(listening, sending):
+                    try:
+                        self._sendto(link, datagram, group, ANNOUNCE_PORT, self._domain_ttl)
+                    except ResourceError as exc:
+                        logger.debug("domain announcement on %s failed: %s", key, exc)
+            self._domain_last = now
+            jitter = random.uniform(-0.1, 0.1) * self.domain_table.interval
+            self._domain_next = now + self.domain_table.interval + jitter
+        if self._domain_timer is not None:
+            self._domain_timer.cancel()
+        when = self._domain_next
+        expiry = self.domain_table.next_expiry()
+        if expiry is not None:
+            when = min(when, expiry)
+        self._domain_timer = self._loop.call_at(when, self._domain_tick)
+
+    def _hear_domain(self, link: _Link, data: bytes) -> None:
+        assert self._loop is not None
+        if self.domain_table.receive(link.key, data, self._loop.time()):
+            self.upcalls.conditions_changed(self)
+            self._domain_tick()  # re-plan the expiry
+
+    def interest_changed(self, iface: str) -> None:
+        """Announce the new names soon: at once, but at most once a second."""
+        if self._loop is None or not self._domain_on or iface not in self._domain_links:
+            return
+        soon = max(self._loop.time(), self._domain_last + 1.0)
+        if soon < self._domain_next:
+            self._domain_next = soon
+            self._domain_tick()
+
+    def domain(self, iface: str) -> DomainView | None:
+        if not self._domain_on or iface not in self._links:
+            return None
+        listening, sending = self.upcalls.interest(self, iface)
+        return self.domain_table.view(iface, listening, sending)
 
     def _qualifies(self, netif: NetInterface) -> bool:
         if self._wanted is not None:
@@ -373,6 +470,7 @@ class IpTechnology(Technology):
         self._by_index = {(link.netif.index, link.family): link for link in current.values()}
         if self._loop is not None:
             self._sync_peers()
+            self._sync_domain()
         return changed
 
     # --- the contract ------------------------------------------------------------
@@ -526,6 +624,20 @@ class IpTechnology(Technology):
             ],
             "designated": self.peers.designated(iface),
             "discovery": self._discovery_status(iface),
+            "domain": self._domain_status(iface),
+        }
+
+    def _domain_status(self, iface: str) -> dict[str, Any] | None:
+        view = self.domain(iface)
+        if view is None:
+            return None
+        return {
+            "daemons": view.daemons,
+            "gateway_candidate": self.domain_table.gateway,
+            "gateways": [g.hex() for g in view.gateways],
+            "me": view.me.hex(),
+            "listening": sorted(view.listening),
+            "sending": sorted(view.sending),
         }
 
     def _discovery_status(self, iface: str) -> dict[str, Any]:
@@ -582,8 +694,14 @@ class IpTechnology(Technology):
         return []
 
     def designated_host(self, iface: str, group: URI) -> bool:
-        """Lowest address among the link's hamcast daemons (peers module)."""
-        return iface in self._links and self.peers.designated(iface)
+        """The designated gateway of ``group`` in the link's domain, on a gateway candidate;
+        else the lowest address among the link's hamcast daemons (peers module)."""
+        if iface not in self._links:
+            return False
+        view = self.domain(iface) if self.domain_table.gateway else None
+        if view is not None:
+            return view.designated(group.name)
+        return self.peers.designated(iface)
 
     def atomic_msg_size(self, iface: str) -> int:
         link = self._links.get(iface)
@@ -640,12 +758,20 @@ class IpTechnology(Technology):
             if port == ANNOUNCE_PORT and destination in _ANNOUNCE_GROUPS:
                 self._hear_peer(link, data, source)
                 continue
+            if port == ANNOUNCE_PORT and destination in _DOMAIN_GROUPS:
+                self._hear_domain(link, data)
+                continue
             group = self._names.lookup(destination, port, source)
             where = f"{source}:{peer[1]}" if family == 4 else f"[{source}]:{peer[1]}"
             self.upcalls.deliver(self, link.key, group, where, data)
 
 
 _ANNOUNCE_GROUPS = (ANNOUNCE_GROUP_V4, ANNOUNCE_GROUP_V6)
+_DOMAIN_GROUPS = (DOMAIN_GROUP_V4, DOMAIN_GROUP_V6)
+_DOMAIN_URI = {
+    4: URI.for_ip(DOMAIN_GROUP_V4, ANNOUNCE_PORT),
+    6: URI.for_ip(DOMAIN_GROUP_V6, ANNOUNCE_PORT),
+}
 _ANNOUNCE_URI = {
     4: URI.for_ip(ANNOUNCE_GROUP_V4, ANNOUNCE_PORT),
     6: URI.for_ip(ANNOUNCE_GROUP_V6, ANNOUNCE_PORT),
