@@ -108,6 +108,41 @@ def drain(sock: hamcast.MulticastSocket, quiet: float) -> list[hamcast.Message]:
     return got
 
 
+def check_ssm(net: Network, sockets: dict[str, hamcast.MulticastSocket]) -> None:
+    """An SSM group of h1: native inside h1's domain, the overlay everywhere else."""
+    group = f"ham:ip:232.61.0.9@{net.address('h1', 4)}:6100"
+    sockets["h1"].src_register(group)
+    receivers = {"h3": "ip", "h5": "overlay", "d2": "overlay"}
+    for host in receivers:
+        sockets[host].join(group)
+    wait_until(
+        lambda: all(technology_of(sockets[h], group) == t for h, t in receivers.items()),
+        30,
+        "h3 native (h1's domain), h5 and d2 on the overlay",
+    )
+    probe = iter(range(10_000))
+
+    def everyone_hears() -> bool:
+        tag = b"ssm-probe-%d" % next(probe)
+        sockets["h1"].send(group, tag)
+        time.sleep(0.3)
+        return all(any(m.payload == tag for m in drain(sockets[h], 0.2)) for h in receivers)
+
+    wait_until(everyone_hears, 60, "the SSM group to reach every receiver")
+    for host in receivers:
+        drain(sockets[host], 1.0)
+    expected = {b"ssm %d" % i for i in range(50)}
+    for payload in sorted(expected):
+        sockets["h1"].send(group, payload)
+        time.sleep(0.01)
+    for host in receivers:
+        got = [m.payload for m in drain(sockets[host], 2.0)]
+        assert sorted(got) == sorted(expected), f"{host}: SSM exactly once"
+    for host in receivers:
+        sockets[host].leave(group)
+    print("hybrid: the SSM group reached h3 natively and h5, d2 through the gateway, once each")
+
+
 def test_every_receiver_gets_every_message_once_and_gateways_fail_over(
     hybrid: Daemons,
 ) -> None:
@@ -179,6 +214,8 @@ def test_every_receiver_gets_every_message_once_and_gateways_fail_over(
             assert set(payloads) == expected, f"{host} missed {len(expected - set(payloads))}"
             assert {str(m.group) for m in got} == {group}, "the sender's name"
         print(f"\nhybrid: {len(receivers)} receivers got all {2 * count} messages exactly once")
+
+        check_ssm(daemons.net, sockets)
 
         # Fail-over: kill the designated gateway of the lan1+lan2 domain mid-stream.
         gateway = next(h for h in ISLAND_A if designated(h, group))

@@ -506,6 +506,16 @@ class IpTechnology(Technology):
         link = self._links.get(iface)
         if link is None:
             return Assessment(False, f"{iface} is gone")
+        mapping = map_group(group)
+        if mapping.source is not None and self._domain_on:
+            # Source-specific: native multicast carries only the source's own
+            # packets, so it serves us only inside the source's domain.
+            own = mapping.source in link.netif.addresses(link.family)
+            view = self.domain(iface)
+            if not own and view is not None and group.name not in view.sending:
+                return Assessment(
+                    False, f"SSM source {mapping.source} not heard in this multicast domain"
+                )
         found = self._discovered(iface)
         if found is not None:
             verdict, evidence = found
