@@ -234,6 +234,8 @@ def test_send_and_recv_exchange_messages_through_the_daemon(daemon_socket: str) 
         "interface": 1,
         "listeners": 1,
         "senders": 0,
+        "reason": "local: this host only (no other technology is usable)",
+        "gateway": False,
     } in json.loads(groups.stdout)
 
     sent = hamcast(*at(daemon_socket, "--daemon-only send ham:opaque:cli-test hello --count 3"))

@@ -376,9 +376,10 @@ def test_vanished_interface_moves_its_groups_and_returns_to_every_interface_sock
     assert [i.index for i in mw.interfaces()] == [2]
     assert mw.get_interfaces(s, sock) == [2]
     assert [(g.group, g.technology) for g in mw.groups()] == [(IPG, "local")]
-    assert (sock, BindingChanged(IPG, 2, "local: this host only (nothing reaches further)")) in (
-        sink.events
-    )
+    assert (
+        sock,
+        BindingChanged(IPG, 2, "local: this host only (no other technology is usable)"),
+    ) in (sink.events)
     fake.ifaces = [TechnologyInterface("eth0", "eth0", "10.0.0.1")]
     mw.interfaces_changed(fake)
     assert [i.index for i in mw.interfaces()] == [1, 2], "an interface keeps its index"

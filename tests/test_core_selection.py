@@ -101,7 +101,7 @@ def test_overlay_where_the_link_shows_no_multicast_else_the_preferred_one() -> N
     sock3 = mw3.create_socket(s3)
     mw3.join(s3, sock3, NEWS)
     assert [(r.technology, r.reason) for r in mw3.groups()] == [
-        ("local", "local: this host only (nothing reaches further)")
+        ("local", "local: this host only (no other technology is usable)")
     ]
 
 
@@ -114,7 +114,7 @@ def test_nothing_usable_falls_back_to_the_first_that_serves_and_says_so() -> Non
     mw.join(s, sock, NEWS)
     [row] = mw.groups()
     assert row.technology == "ip"
-    assert row.reason == "ip: not seen (nothing reaches further)"
+    assert row.reason == "ip: not seen (no other technology is usable)"
 
 
 def test_preference_order_is_configurable() -> None:

@@ -111,10 +111,25 @@ def drain(sock: hamcast.MulticastSocket, quiet: float) -> list[hamcast.Message]:
 def check_ssm(net: Network, sockets: dict[str, hamcast.MulticastSocket]) -> None:
     """An SSM group of h1: native inside h1's domain, the overlay everywhere else."""
     group = f"ham:ip:232.61.0.9@{net.address('h1', 4)}:6100"
-    sockets["h1"].src_register(group)
     receivers = {"h3": "ip", "h5": "overlay", "d2": "overlay"}
+    watcher = sockets["h3"]
+    watcher.enable_events()
     for host in receivers:
         sockets[host].join(group)
+    # Nobody in h3's domain sends it yet: late binding puts it on the overlay ...
+    assert technology_of(watcher, group) == "overlay"
+    sockets["h1"].src_register(group)
+    # ... and moves it to native multicast once h1's domain announcement names it.
+    deadline = time.monotonic() + 30
+    moved = None
+    while moved is None and time.monotonic() < deadline:
+        event = watcher.next_event(timeout=deadline - time.monotonic())
+        if isinstance(event, hamcast.BindingChanged) and str(event.group) == group:
+            moved = event
+    assert moved is not None, "h3 was told that the group moved"
+    assert moved.reason.startswith("ip: "), moved.reason
+    watcher.disable_events()
+    print(f"hybrid: h3 moved the SSM group to native multicast: {moved.reason}")
     wait_until(
         lambda: all(technology_of(sockets[h], group) == t for h, t in receivers.items()),
         30,

@@ -222,6 +222,7 @@ OP_CASES: dict[Op, tuple[list[Any], list[Any]]] = {
     Op.DAEMON_INFO: ([], ["0.1.0", ["local", "ip"]]),
     Op.GROUPS: ([], [[("ham:opaque:news", "local", 1, 2, 0)]]),
     Op.INTERFACE_STATUS: ([1], ['{"verdict": "routed"}']),
+    Op.GROUP_TABLE: ([], ['{"groups": [], "gateway": {"candidate": false}}']),
 }
 
 

@@ -136,13 +136,15 @@ def groups_command(args: argparse.Namespace, out: Output) -> int:
     table.add_column("technology")
     for column in ("interface", "listeners", "senders"):
         table.add_column(column, justify="right")
+    table.add_column("why")
     for info in groups:
         table.add_row(
             Text(str(info.group)),
-            info.technology,
+            info.technology + (" (gateway)" if info.gateway else ""),
             str(info.interface),
             str(info.listeners),
             str(info.senders),
+            Text(info.reason),
         )
     out.table(table)
     return 0

@@ -19,7 +19,14 @@ from rich.table import Table
 from rich.text import Text
 
 from hamcast.core.middleware import GroupInfo
-from hamcast.events import Event, InterfaceChanged, MemberJoined, MemberLeft, SourceAppeared
+from hamcast.events import (
+    BindingChanged,
+    Event,
+    InterfaceChanged,
+    MemberJoined,
+    MemberLeft,
+    SourceAppeared,
+)
 from hamcast.mapping import GroupMapping
 from hamcast.model import Interface, Message
 from hamcast.uri import URI
@@ -117,6 +124,8 @@ def group_info_json(info: GroupInfo) -> dict[str, Any]:
         "interface": info.interface,
         "listeners": info.listeners,
         "senders": info.senders,
+        "reason": info.reason,
+        "gateway": info.gateway,
     }
 
 
@@ -146,6 +155,7 @@ _EVENT_NAMES: dict[type[Any], str] = {
     MemberLeft: "leave",
     SourceAppeared: "new_source",
     InterfaceChanged: "interface_changed",
+    BindingChanged: "binding_changed",
 }
 
 
@@ -161,6 +171,8 @@ def event_json(event: Event, technology: str | None) -> dict[str, Any]:
         value["group"] = str(event.group)
     if isinstance(event, SourceAppeared):
         value["source"] = event.source
+    if isinstance(event, BindingChanged):
+        value["reason"] = event.reason
     return value
 
 
@@ -215,4 +227,6 @@ def event_text(event: Event, where: str) -> Text:
     text = Text.assemble((f"{name:<10}", "bold"), " ", str(event.group), (f"  on {where}", "dim"))
     if isinstance(event, SourceAppeared):
         text.append(f"  source {event.source}", style="cyan")
+    if isinstance(event, BindingChanged):
+        text.append(f"  now: {event.reason}", style="cyan")
     return text

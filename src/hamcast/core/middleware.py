@@ -132,6 +132,8 @@ class GroupInfo:
     senders: int
     #: Why technology selection chose this interface.
     reason: str = ""
+    #: The daemon's gateway is among the listeners or senders (it bridges the group).
+    gateway: bool = False
 
 
 @dataclass(slots=True)
@@ -324,7 +326,7 @@ class Middleware:
             if verdict.usable:
                 return index, f"{tech.name}: {verdict.reason}"
             if fallback is None:
-                fallback = index, f"{tech.name}: {verdict.reason} (nothing reaches further)"
+                fallback = index, f"{tech.name}: {verdict.reason} (no other technology is usable)"
         if fallback is not None:
             return fallback
         if not sock.interfaces:
@@ -677,6 +679,7 @@ class Middleware:
                 len(entry.listeners),
                 len(entry.senders),
                 entry.reason,
+                any(s.session.internal for s in entry.listeners | entry.senders),
             )
             for entry in self._groups.values()
         ]
@@ -754,6 +757,24 @@ class Middleware:
             if view is not None:
                 found[index] = view
         return found
+
+    def group_table(self) -> dict[str, Any]:
+        """JSON-ready: :meth:`groups` with each binding's reason, and :meth:`gateway_status`."""
+        return {
+            "groups": [
+                {
+                    "group": row.group.name,
+                    "technology": row.technology,
+                    "interface": row.interface,
+                    "listeners": row.listeners,
+                    "senders": row.senders,
+                    "reason": row.reason,
+                    "gateway": row.gateway,
+                }
+                for row in self.groups()
+            ],
+            "gateway": self.gateway_status(),
+        }
 
     def gateway_status(self) -> dict[str, Any]:
         """JSON-ready: whether this daemon is a gateway candidate, and what it bridges."""

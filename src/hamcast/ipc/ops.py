@@ -43,6 +43,7 @@ class Op(enum.IntEnum):
     DAEMON_INFO = 24
     GROUPS = 25
     INTERFACE_STATUS = 26
+    GROUP_TABLE = 27
 
 
 class OpSpec(NamedTuple):
@@ -92,4 +93,6 @@ OPS: dict[Op, OpSpec] = {
     Op.GROUPS: OpSpec("", "[SSIII]"),
     # iface -> JSON object of the technology's diagnostics (discovery verdict, evidence)
     Op.INTERFACE_STATUS: OpSpec("I", "S"),
+    # -> JSON object: the group table with each binding's reason, and the gateway's state
+    Op.GROUP_TABLE: OpSpec("", "S"),
 }
