@@ -413,9 +413,9 @@ def test_daemon_socket_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 # --- the demo ---------------------------------------------------------------------------
 
 
-def test_demo_runs_and_exits_0() -> None:
+def test_demo_tour_runs_and_exits_0() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "hamcast.demo"],
+        [sys.executable, "-m", "hamcast.demo", "--tour"],
         capture_output=True,
         timeout=30,
         env=_env(),

@@ -1,15 +1,10 @@
 """One group across multicast islands and hosts without multicast, through gateways.
 
-The test-bed (docs/hybrid.md draws it)::
-
-    lan1 10.61.0.0/24: h1 (sender), h2        lan2 10.62.0.0/24: h3
-         └──────────── r1 (pimd) ────────────────┘          one multicast domain
-    lan3 10.63.0.0/24, a querier but no router: h4, h5       an island of its own
-    dark 10.69.0.0/24, no multicast at all: d1 (sender), d2
-    r2 routes unicast between lan1, lan3 and dark, and no multicast.
-
-Every host runs a daemon with ``ip`` and ``overlay`` (bootstrapped through h1),
-so every island host is a gateway candidate. Applications use one name and
+The hybrid scenario of :mod:`hamcast.testbed.scenarios` (the demo's too): two
+islands joined by pimd, an island reachable by unicast only, two hosts without
+multicast; senders h1 (island) and d1 (no multicast). Every host runs a daemon
+with ``ip`` and ``overlay`` (bootstrapped through h1), so every island host is a
+gateway candidate. Applications use one name and
 never say which technology: island hosts end up on native multicast, dark hosts
 on the overlay; each domain's designated gateway bridges. Every receiver gets
 every message of both senders exactly once, under the sender's name; when the
@@ -28,69 +23,41 @@ import pytest
 
 import hamcast
 from hamcast.testbed import Network, Topology
+from hamcast.testbed.daemons import DaemonSet
+from hamcast.testbed.scenarios import (
+    HYBRID_CONFIG,
+    HYBRID_DARK,
+    HYBRID_DOMAINS,
+    HYBRID_HOSTS,
+    OVERLAY_PORT,
+    hybrid_topology,
+)
 from tests.conftest import wait_until
-from tests.test_overlay_netns import Daemons
 from tests.testbed_fixtures import testbed
 
 __all__ = ["testbed"]
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-technologies = ["ip", "overlay"]
-
-[technology.ip]
-announce_interval = 1
-domain_interval = 1
-
-[technology.ip.discovery]
-settle_time = 2.0
-
-[technology.overlay.kbr]
-keepalive_interval = 1.0
-probe_timeout = 0.5
-probe_count = 2
-
-[technology.overlay.scribe]
-heartbeat_interval = 0.5
-parent_timeout = 1.6
-child_timeout = 1.6
-"""
-
-ISLAND_A = ("h1", "h2", "h3")
-ISLAND_B = ("h4", "h5")
-DARK = ("d1", "d2")
-HOSTS = ISLAND_A + ISLAND_B + DARK
-
-
-def hybrid_topology() -> Topology:
-    topo = Topology()
-    lan1 = topo.lan("lan1", v4="10.61.0.0/24")
-    lan2 = topo.lan("lan2", v4="10.62.0.0/24")
-    lan3 = topo.lan("lan3", v4="10.63.0.0/24", querier=True)
-    dark = topo.lan("dark", v4="10.69.0.0/24", multicast=False)
-    for host, lan in (("h1", lan1), ("h2", lan1), ("h3", lan2), ("h4", lan3), ("h5", lan3)):
-        topo.host(host, lan)
-    topo.host("d1", dark)
-    topo.host("d2", dark)
-    topo.router("r1", [lan1, lan2], kind="pimd")
-    topo.router("r2", [lan1, lan3, dark], kind="smcroute")
-    return topo
+ISLAND_A = HYBRID_DOMAINS["lan1+lan2 (PIM router r1)"]
+ISLAND_B = HYBRID_DOMAINS["lan3 (querier, no router)"]
+DARK = HYBRID_DARK
+HOSTS = HYBRID_HOSTS
 
 
 @pytest.fixture
-def hybrid(testbed: Callable[[Topology], Network], tmp_path: Path) -> Iterator[Daemons]:
-    net = testbed(hybrid_topology())
+def hybrid(testbed: Callable[[Topology], Network], tmp_path: Path) -> Iterator[DaemonSet]:
+    net = testbed(hybrid_topology(prefix="hct"))
     net.wait_ready()
-    daemons = Daemons(net, tmp_path)
-    (tmp_path / "hamcastd.toml").write_text(CONFIG)
-    try:
-        daemons.start("h1", None)
-        for host in HOSTS[1:]:
-            daemons.start(host, "h1")
+    with DaemonSet(net, tmp_path, HYBRID_CONFIG) as daemons:
+        h1 = f"{net.address('h1', 4)}:{OVERLAY_PORT}"
+        for host in HOSTS:
+            daemons.start(
+                host,
+                overlay_listen=f"{net.address(host, 4)}:{OVERLAY_PORT}",
+                bootstrap=None if host == "h1" else h1,
+            )
         yield daemons
-    finally:
-        daemons.stop()
 
 
 def technology_of(sock: hamcast.MulticastSocket, group: str) -> str:
@@ -159,7 +126,7 @@ def check_ssm(net: Network, sockets: dict[str, hamcast.MulticastSocket]) -> None
 
 
 def test_every_receiver_gets_every_message_once_and_gateways_fail_over(
-    hybrid: Daemons,
+    hybrid: DaemonSet,
 ) -> None:
     daemons = hybrid
     sockets = {host: daemons.socket(host) for host in HOSTS}
@@ -230,6 +197,7 @@ def test_every_receiver_gets_every_message_once_and_gateways_fail_over(
             assert {str(m.group) for m in got} == {group}, "the sender's name"
         print(f"\nhybrid: {len(receivers)} receivers got all {2 * count} messages exactly once")
 
+        assert daemons.net is not None
         check_ssm(daemons.net, sockets)
 
         # Fail-over: kill the designated gateway of the lan1+lan2 domain mid-stream.
