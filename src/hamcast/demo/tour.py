@@ -1,4 +1,4 @@
-"""A tour of hamcast in a few seconds: ``python -m hamcast.demo`` (what ``make demo`` runs).
+"""A tour of the API in a few seconds: ``python -m hamcast.demo --tour``.
 
 It starts a real daemon process on a socket in a temporary directory, a
 receiver process (``hamcast recv``) and a sender process (``hamcast send``),
