@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from hamcast.testbed.daemons import answers
+
+__all__ = ["answers", "start_daemon", "wait_until"]
 
 READY_TIMEOUT = 15.0
 
@@ -29,17 +32,6 @@ class DaemonProcess:
         if self.process.poll() is None:
             self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
-
-
-def answers(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 def wait_until(condition: object, timeout: float, what: str) -> None:

@@ -77,6 +77,15 @@ class _Scene:
     endpoints: dict[str, str]
     sockets: dict[str, MulticastSocket] = field(default_factory=dict)
 
+    def open(self, hosts: Iterable[str]) -> None:
+        for host in hosts:
+            self.sockets[host] = self.daemons.socket(host)
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            with contextlib.suppress(HamcastError, OSError):
+                sock.close()
+
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
@@ -296,11 +305,6 @@ def _present(console: Console, scene: _Scene, tally: dict[str, Counter[tuple[str
         raise DemoError("a receiver missed messages or got one twice")
 
 
-def _open_sockets(scene: _Scene, hosts: Iterable[str]) -> None:
-    for host in hosts:
-        scene.sockets[host] = scene.daemons.socket(host)
-
-
 def run_hybrid(console: Console) -> None:
     """The demo on the network test-bed (needs root)."""
     started = time.monotonic()
@@ -327,7 +331,7 @@ def run_hybrid(console: Console) -> None:
                     endpoints=endpoints,
                 )
                 try:
-                    _open_sockets(scene, HYBRID_HOSTS)
+                    scene.open(HYBRID_HOSTS)
                     # Native multicast leaves the link only with a TTL above 1.
                     scene.sockets["h1"].set_ttl(16)
                     island = [h for h in HYBRID_HOSTS if h not in HYBRID_DARK]
@@ -345,9 +349,7 @@ def run_hybrid(console: Console) -> None:
                     tally = _stream(console, scene)
                     _present(console, scene, tally)
                 finally:
-                    for sock in scene.sockets.values():
-                        with contextlib.suppress(HamcastError, OSError):
-                            sock.close()
+                    scene.close()
             run = net.plan.base
         console.print(f"test-bed {run} torn down; the demo took {time.monotonic() - started:.0f} s")
 
@@ -391,10 +393,8 @@ def run_loopback(console: Console) -> None:
             endpoints=endpoints,
         )
         try:
-            _open_sockets(scene, hosts)
+            scene.open(hosts)
             tally = _stream(console, scene)
             _present(console, scene, tally)
         finally:
-            for sock in scene.sockets.values():
-                with contextlib.suppress(HamcastError, OSError):
-                    sock.close()
+            scene.close()

@@ -21,13 +21,14 @@ from hamcast.client.sync import MulticastSocket
 from hamcast.errors import DaemonUnavailableError
 from hamcast.testbed.network import Network
 
-__all__ = ["DaemonSet"]
+__all__ = ["DaemonSet", "answers"]
 
 #: Seconds a daemon may take until its socket answers.
 START_TIMEOUT = 20.0
 
 
-def _answers(path: str) -> bool:
+def answers(path: str) -> bool:
+    """Whether a daemon accepts connections on the Unix socket ``path``."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(path)
@@ -82,7 +83,7 @@ class DaemonSet:
                 )
         self.processes[host] = process
         deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(self.path(host)):
+        while not answers(self.path(host)):
             if process.poll() is not None:
                 raise DaemonUnavailableError(
                     f"the daemon on {host} exited with {process.returncode}: {self.log(host)}"

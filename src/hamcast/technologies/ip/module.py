@@ -297,18 +297,21 @@ class IpTechnology(Technology):
         for key in self._announced - set(self._links):
             self._announced.discard(key)
         for key, link in self._links.items():
-            if key in self._announced:
-                continue
-            receiver = self._receiver(link.family, ANNOUNCE_PORT)
-            group = ANNOUNCE_GROUP_V4 if link.family == 4 else ANNOUNCE_GROUP_V6
-            try:
-                sockopts.join(receiver.sock, link.netif.index, group, None)
-            except ResourceError as exc:
-                logger.warning("cannot hear hamcast peers on %s: %s", key, exc)
-                continue
-            receiver.members.add((key, _ANNOUNCE_URI[link.family]))
-            self._announced.add(key)
+            if key not in self._announced and self._hear(link, _ANNOUNCE_URI, "hamcast peers"):
+                self._announced.add(key)
         self._peer_tick()
+
+    def _hear(self, link: _Link, uris: dict[int, URI], what: str) -> bool:
+        """Join one of our control groups (by family) on ``link``; False if that failed."""
+        receiver = self._receiver(link.family, ANNOUNCE_PORT)
+        uri = uris[link.family]
+        try:
+            sockopts.join(receiver.sock, link.netif.index, self._target(link, uri)[1], None)
+        except ResourceError as exc:
+            logger.warning("cannot hear %s on %s: %s", what, link.key, exc)
+            return False
+        receiver.members.add((link.key, uri))
+        return True
 
     def _peer_tick(self) -> None:
         assert self._loop is not None
@@ -372,18 +375,9 @@ class IpTechnology(Technology):
         self.domain_table.set_links(self._links)
         self._domain_links &= set(self._links)
         for key, link in self._links.items():
-            if key in self._domain_links:
-                continue
-            receiver = self._receiver(link.family, ANNOUNCE_PORT)
-            group = DOMAIN_GROUP_V4 if link.family == 4 else DOMAIN_GROUP_V6
-            try:
-                sockopts.join(receiver.sock, link.netif.index, group, None)
-            except ResourceError as exc:
-                logger.warning("cannot hear the multicast domain on %s: %s", key, exc)
-                continue
-            receiver.members.add((key, _DOMAIN_URI[link.family]))
-            self._domain_links.add(key)
-            self._domain_next = 0.0
+            if key not in self._domain_links and self._hear(link, _DOMAIN_URI, "the domain"):
+                self._domain_links.add(key)
+                self._domain_next = 0.0
         self._domain_tick()
 
     def _domain_tick(self) -> None:
