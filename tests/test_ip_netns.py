@@ -11,9 +11,6 @@ namespace) with the ordinary client library.
 from __future__ import annotations
 
 import contextlib
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +20,8 @@ import pytest
 import hamcast
 from hamcast.events import InterfaceChanged, MemberJoined, MemberLeft
 from hamcast.testbed import Network
-from tests.conftest import answers, wait_until
+from hamcast.testbed.daemons import DaemonSet
+from tests.conftest import wait_until
 from tests.testbed_fixtures import (
     multicast_receiver,
     multicast_sender,
@@ -50,54 +48,15 @@ settle_time = {SETTLE}
 """
 
 
-class Daemons:
+class Daemons(DaemonSet):
     """One daemon per host of the standard net; sockets are opened per test."""
 
     def __init__(self, net: Network, folder: Path) -> None:
-        self.net = net
-        self.folder = folder
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        config = folder / "hamcastd.toml"
-        config.write_text(CONFIG)
+        super().__init__(net, folder, CONFIG)
         for host in HOSTS:
-            log = (folder / f"{host}.log").open("wb")
-            self.processes[host] = net.popen(
-                host,
-                [
-                    sys.executable,
-                    "-m",
-                    "hamcast.cli",
-                    "daemon",
-                    "--socket",
-                    self.path(host),
-                    "--config",
-                    str(config),
-                    "--log-level",
-                    "info",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
-            log.close()
+            self.start(host, wait=False)
         for host in HOSTS:
-            wait_until(lambda h=host: answers(self.path(h)), 20, f"the daemon on {host}")
-
-    def path(self, host: str) -> str:
-        return str(self.folder / f"{host}.sock")
-
-    def socket(self, host: str, *interfaces: int) -> hamcast.MulticastSocket:
-        return hamcast.MulticastSocket(interfaces, socket_path=self.path(host), embedded=False)
-
-    def log(self, host: str) -> str:
-        return (self.folder / f"{host}.log").read_text()
-
-    def stop(self) -> dict[str, int]:
-        codes = {}
-        for host, process in self.processes.items():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            codes[host] = process.wait(timeout=15)
-        return codes
+            self.wait_ready(host)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ takes is printed and asserted against a bound).
 from __future__ import annotations
 
 import contextlib
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +18,8 @@ import pytest
 
 import hamcast
 from hamcast.testbed import Network, Topology
-from tests.conftest import answers, wait_until
+from hamcast.testbed.daemons import DaemonSet
+from tests.conftest import wait_until
 from tests.testbed_fixtures import testbed
 
 __all__ = ["testbed"]
@@ -48,42 +46,20 @@ child_timeout = 1.6
 """
 
 
-class Daemons:
+class Daemons(DaemonSet):
+    """The overlay daemons of a test, each listening on its host's address, port 7047."""
+
     def __init__(self, net: Network, folder: Path) -> None:
-        self.net = net
-        self.folder = folder
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        (folder / "hamcastd.toml").write_text(CONFIG)
+        super().__init__(net, folder, CONFIG)
+        self.net: Network = net
 
-    def path(self, host: str) -> str:
-        return str(self.folder / f"{host}.sock")
-
-    def start(self, host: str, bootstrap: str | None) -> None:
-        argv = [
-            sys.executable, "-m", "hamcast.cli", "daemon",
-            "--socket", self.path(host),
-            "--config", str(self.folder / "hamcastd.toml"),
-            "--overlay-listen", f"{self.net.address(host, 4)}:{PORT}",
-        ]  # fmt: skip
-        if bootstrap is not None:
-            argv += ["--overlay-bootstrap", f"{self.net.address(bootstrap, 4)}:{PORT}"]
-        with (self.folder / f"{host}.log").open("wb") as log:
-            self.processes[host] = self.net.popen(host, argv, stdout=subprocess.DEVNULL, stderr=log)
-        wait_until(lambda: answers(self.path(host)), 20, f"the daemon on {host}")
-
-    def socket(self, host: str) -> hamcast.MulticastSocket:
-        return hamcast.MulticastSocket(socket_path=self.path(host), embedded=False)
-
-    def kill(self, host: str) -> None:
-        self.processes[host].send_signal(signal.SIGKILL)
-        self.processes[host].wait(timeout=10)
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            process.wait(timeout=15)
+    def start_on(self, host: str, bootstrap: str | None) -> None:
+        self.start(
+            host,
+            overlay_listen=f"{self.net.address(host, 4)}:{PORT}",
+            bootstrap=None if bootstrap is None else f"{self.net.address(bootstrap, 4)}:{PORT}",
+            log_level="warning",
+        )
 
 
 @pytest.fixture
@@ -95,9 +71,9 @@ def overlay(testbed: Callable[[Topology], Network], tmp_path: Path) -> Iterator[
     net = testbed(topo)
     daemons = Daemons(net, tmp_path)
     try:
-        daemons.start(HOSTS[0], None)
+        daemons.start_on(HOSTS[0], None)
         for host in HOSTS[1:]:
-            daemons.start(host, HOSTS[0])
+            daemons.start_on(host, HOSTS[0])
         yield daemons
     finally:
         daemons.stop()
@@ -203,10 +179,10 @@ def test_daemons_on_one_link_find_the_overlay_through_peer_announcements(
         topo.host(host, lan)
     net = testbed(topo)
     daemons = Daemons(net, tmp_path)
-    (tmp_path / "hamcastd.toml").write_text(LINK_CONFIG)
+    daemons.config.write_text(LINK_CONFIG)
     try:
         for host in reversed(hosts):  # the seed (lowest address) starts last
-            daemons.start(host, None)
+            daemons.start_on(host, None)
         sockets = {host: daemons.socket(host) for host in hosts}
         try:
             overlay_index = {
@@ -221,7 +197,7 @@ def test_daemons_on_one_link_find_the_overlay_through_peer_announcements(
                 )
 
             wait_until(leaf_sets_full, 30, "one overlay of all three daemons")
-            on_overlay = {h: daemons_socket(daemons, h, overlay_index[h]) for h in hosts}
+            on_overlay = {h: daemons.socket(h, overlay_index[h]) for h in hosts}
             try:
                 for sock in on_overlay.values():
                     sock.join(GROUP)
@@ -234,8 +210,3 @@ def test_daemons_on_one_link_find_the_overlay_through_peer_announcements(
                 sock.close()
     finally:
         daemons.stop()
-
-
-def daemons_socket(daemons: Daemons, host: str, index: int) -> hamcast.MulticastSocket:
-    """A socket on one interface of ``host``'s daemon."""
-    return hamcast.MulticastSocket([index], socket_path=daemons.path(host), embedded=False)

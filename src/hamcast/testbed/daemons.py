@@ -62,8 +62,9 @@ class DaemonSet:
         overlay_listen: str | None = None,
         bootstrap: str | None = None,
         log_level: str = "info",
+        wait: bool = True,
     ) -> None:
-        """Start ``host``'s daemon and wait until its socket answers."""
+        """Start ``host``'s daemon and (unless ``wait`` is false) wait until its socket answers."""
         argv = [
             sys.executable, "-m", "hamcast.cli", "daemon",
             "--socket", self.path(host),
@@ -82,6 +83,12 @@ class DaemonSet:
                     argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
                 )
         self.processes[host] = process
+        if wait:
+            self.wait_ready(host)
+
+    def wait_ready(self, host: str) -> None:
+        """Wait until ``host``'s daemon answers on its socket (raise if it died or is late)."""
+        process = self.processes[host]
         deadline = time.monotonic() + START_TIMEOUT
         while not answers(self.path(host)):
             if process.poll() is not None:
