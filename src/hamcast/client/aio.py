@@ -14,10 +14,16 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any, cast
 
 from hamcast.client.connect import open_stream
-from hamcast.client.demux import Demux, SocketQueues, decode_result
+from hamcast.client.demux import Demux, SocketQueues, decode_result, group_rows
 from hamcast.client.sync import GroupLike, InterfaceLike, as_index, as_uri
 from hamcast.core.middleware import GroupInfo
-from hamcast.errors import ClosedError, HamcastError, ReceiveTimeoutError, WouldBlockError
+from hamcast.errors import (
+    ClosedError,
+    HamcastError,
+    ReceiveTimeoutError,
+    UnsupportedOperationError,
+    WouldBlockError,
+)
 from hamcast.events import Event
 from hamcast.ipc.ops import Op
 from hamcast.model import GroupSetEntry, Interface, Message, SocketStats
@@ -212,6 +218,24 @@ class MulticastSocket:
         header = protocol.demux.send_frame(queues, self._id, uri, message)
         await protocol.write([header, message])
 
+    async def send_many(
+        self, group: GroupLike, messages: Iterable[bytes | bytearray | memoryview]
+    ) -> int:
+        """Send several messages to ``group`` in order with one write; see the blocking
+        client's :meth:`~hamcast.MulticastSocket.send_many`. Returns how many were sent."""
+        protocol, queues = self._state()
+        uri = as_uri(group)
+        if uri not in queues.send_ids:
+            name_id, limit = await self._call(Op.PREPARE_SEND, self._id, str(uri))
+            queues.send_ids[uri] = (name_id, limit)
+        send_frame = protocol.demux.send_frame
+        parts: list[bytes | bytearray | memoryview] = []
+        for message in messages:
+            parts.append(send_frame(queues, self._id, uri, message))
+            parts.append(message)
+        await protocol.write(parts)
+        return len(parts) // 2
+
     def receive_nowait(self) -> Message:
         """The next message if one is waiting, else WouldBlockError."""
         _, queues = self._state()
@@ -341,5 +365,14 @@ class MulticastSocket:
         return version, technologies
 
     async def groups(self) -> list[GroupInfo]:
-        rows = await self._call(Op.GROUPS)
-        return [GroupInfo(URI.parse(g), t, i, n, s) for g, t, i, n, s in rows]
+        try:
+            table: dict[str, Any] = await self._call(Op.GROUP_TABLE)
+        except UnsupportedOperationError:  # a daemon older than GROUP_TABLE
+            rows = await self._call(Op.GROUPS)
+            return [GroupInfo(URI.parse(g), t, i, n, s) for g, t, i, n, s in rows]
+        return group_rows(table)
+
+    async def gateway_status(self) -> dict[str, Any]:
+        table: dict[str, Any] = await self._call(Op.GROUP_TABLE)
+        status: dict[str, Any] = table["gateway"]
+        return status

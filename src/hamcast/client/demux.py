@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from hamcast.core.middleware import GroupInfo
 from hamcast.errors import (
     DaemonUnavailableError,
     HamcastError,
@@ -107,6 +108,9 @@ class Demux:
 
     def _file(self, events: list[Any]) -> None:
         sockets = self.sockets
+        names = self._names
+        groups = self._groups
+        new_message = tuple.__new__  # Message(...) without its Python-level __new__
         for event in events:
             if type(event) is DataReceived:
                 queues = sockets.get(event.sock)
@@ -115,17 +119,18 @@ class Demux:
                 if len(queues.messages) >= queues.max_queue:
                     queues.dropped += 1
                     continue
+                group = groups.get(event.group)
+                if group is None:
+                    group = self._group(event.group)
                 queues.messages.append(
-                    Message(
-                        self._group(event.group),
-                        self._names[event.source],
-                        bytes(event.payload),
-                        event.interface,
+                    new_message(
+                        Message,
+                        (group, names[event.source], bytes(event.payload), event.interface),
                     )
                 )
             elif type(event) is NameDefined:
-                self._names[event.name_id] = event.text
-                self._groups.pop(event.name_id, None)
+                names[event.name_id] = event.text
+                groups.pop(event.name_id, None)
             elif type(event) is ResponseReceived:
                 self.responses[event.request_id] = event
             elif type(event) is EventReceived:
@@ -181,6 +186,22 @@ class Demux:
         return self.conn.send_header(sock_id, name_id, len(payload))
 
 
+def group_rows(table: dict[str, Any]) -> list[GroupInfo]:
+    """The rows of a GROUP_TABLE answer as :class:`GroupInfo`."""
+    return [
+        GroupInfo(
+            URI.parse(row["group"]),
+            row["technology"],
+            row["interface"],
+            row["listeners"],
+            row["senders"],
+            row.get("reason", ""),
+            row.get("gateway", False),
+        )
+        for row in table["groups"]
+    ]
+
+
 def decode_result(op: Op, results: list[Any]) -> Any:
     """Turn a response's raw values into the API's types."""
     if op is Op.LIST_INTERFACES:
@@ -189,7 +210,7 @@ def decode_result(op: Op, results: list[Any]) -> Any:
         return [GroupSetEntry(URI.parse(g), GroupRole(r)) for g, r in results[0]]
     if op is Op.DESIGNATED_HOST:
         return bool(results[0])
-    if op is Op.INTERFACE_STATUS:
+    if op is Op.INTERFACE_STATUS or op is Op.GROUP_TABLE:
         return json.loads(results[0])
     if len(results) == 1:
         return results[0]

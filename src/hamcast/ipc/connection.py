@@ -61,6 +61,10 @@ _HELLO = struct.Struct("<4sHHI")  # magic, lowest version, highest version, pid
 _WELCOME = struct.Struct("<4sHII")  # magic, version (0 = refused), session id, max frame
 _SEND_FAILED = struct.Struct("<IIH")  # sock, group id, error code; then the text
 _SEND_IDS = struct.Struct("<II")  # sock, group id at the start of a SEND body
+_DATA_IDS = struct.Struct("<IIII")  # sock, group id, source id, interface of a DATA body
+# Plain ints for the per-frame comparisons: IntEnum attribute lookups cost more.
+_SEND: int = FrameType.SEND.value
+_DATA: int = FrameType.DATA.value
 
 
 class ConnectionState(enum.Enum):
@@ -130,19 +134,24 @@ class ServerConnection(_Endpoint):
         self, data: bytes | bytearray | memoryview
     ) -> list[HelloReceived | RequestReceived | SendReceived]:
         events: list[HelloReceived | RequestReceived | SendReceived] = []
+        append = events.append
+        unpack_ids = _SEND_IDS.unpack_from
         request: RequestReceived | None
+        opened = self.state is ConnectionState.OPEN
         for ftype, body in self._frames(data):
-            if ftype == FrameType.SEND and self.state is ConnectionState.OPEN:
+            # The data path first, with as little per-frame work as possible.
+            if ftype == _SEND and opened:
                 if len(body) < 8:
                     raise self._fail("SEND frame shorter than its header")
-                sock, group = _SEND_IDS.unpack_from(body)
-                events.append(SendReceived(sock, group, body[8:]))
-            elif ftype == FrameType.REQUEST and self.state is ConnectionState.OPEN:
+                sock, group = unpack_ids(body)
+                append(SendReceived(sock, group, body[8:]))
+            elif ftype == FrameType.REQUEST and opened:
                 request = self._request(body)
                 if request is not None:
-                    events.append(request)
+                    append(request)
             elif ftype == FrameType.HELLO and self.state is ConnectionState.AWAITING_HELLO:
-                events.append(self._hello(body))
+                append(self._hello(body))
+                opened = True
             else:
                 raise self._fail(f"unexpected frame type 0x{ftype:02x} in state {self.state.value}")
         return events
@@ -269,13 +278,15 @@ class ClientConnection(_Endpoint):
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Complete events: the classes of :mod:`hamcast.ipc.events` for the client side."""
         events: list[Any] = []
+        append = events.append
+        unpack_ids = _DATA_IDS.unpack_from
         opened = self.state is ConnectionState.OPEN
         for ftype, body in self._frames(data):
-            if ftype == FrameType.DATA and opened:
+            if ftype == _DATA and opened:
                 if len(body) < 16:
                     raise self._fail("DATA frame shorter than its header")
-                sock, group, source, iface = struct.unpack_from("<IIII", body)
-                events.append(DataReceived(sock, group, source, iface, body[16:]))
+                sock, group, source, iface = unpack_ids(body)
+                append(DataReceived(sock, group, source, iface, body[16:]))
             elif ftype == FrameType.RESPONSE and opened:
                 events.append(self._response(body))
             elif ftype == FrameType.NAME and opened:
