@@ -136,6 +136,7 @@ def groups_command(args: argparse.Namespace, out: Output) -> int:
     table.add_column("technology")
     for column in ("interface", "listeners", "senders"):
         table.add_column(column, justify="right")
+    table.add_column("messages in/out", justify="right")
     table.add_column("why")
     for info in groups:
         table.add_row(
@@ -144,6 +145,7 @@ def groups_command(args: argparse.Namespace, out: Output) -> int:
             str(info.interface),
             str(info.listeners),
             str(info.senders),
+            f"{info.messages_in}/{info.messages_out}",
             Text(info.reason),
         )
     out.table(table)

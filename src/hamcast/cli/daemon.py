@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from hamcast.config import SOCKET_ENV, DaemonConfig, load_config
+from hamcast.config import SOCKET_ENV, DaemonConfig, load_config, parse_monitor_listen
 from hamcast.errors import UsageError
 
 __all__ = ["LOG_LEVELS", "build_config", "daemon_command"]
@@ -47,6 +47,11 @@ def build_config(args: argparse.Namespace) -> DaemonConfig:
         overlay["listen"] = args.overlay_listen
     if args.overlay_bootstrap:
         overlay["bootstrap"] = list(args.overlay_bootstrap)
+    monitor = getattr(args, "monitor", None)
+    if monitor is not None:
+        if not monitor.startswith("unix:"):
+            parse_monitor_listen(monitor)  # a bad address is a usage error before anything starts
+        config.monitor.listen = monitor
     return config
 
 

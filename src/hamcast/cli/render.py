@@ -10,6 +10,7 @@ command prints one indented JSON document. docs/cli.md specifies the shapes.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -118,15 +119,7 @@ def interface_json(iface: Interface, status: dict[str, Any] | None = None) -> di
 
 
 def group_info_json(info: GroupInfo) -> dict[str, Any]:
-    return {
-        "group": str(info.group),
-        "technology": info.technology,
-        "interface": info.interface,
-        "listeners": info.listeners,
-        "senders": info.senders,
-        "reason": info.reason,
-        "gateway": info.gateway,
-    }
+    return {**dataclasses.asdict(info), "group": str(info.group)}
 
 
 def payload_json(payload: bytes) -> dict[str, str]:

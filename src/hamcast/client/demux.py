@@ -8,6 +8,7 @@ the newest messages beyond ``max_queue`` and counts them in ``dropped``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -188,16 +189,9 @@ class Demux:
 
 def group_rows(table: dict[str, Any]) -> list[GroupInfo]:
     """The rows of a GROUP_TABLE answer as :class:`GroupInfo`."""
+    known = {f.name for f in dataclasses.fields(GroupInfo)} - {"group"}
     return [
-        GroupInfo(
-            URI.parse(row["group"]),
-            row["technology"],
-            row["interface"],
-            row["listeners"],
-            row["senders"],
-            row.get("reason", ""),
-            row.get("gateway", False),
-        )
+        GroupInfo(URI.parse(row["group"]), **{k: v for k, v in row.items() if k in known})
         for row in table["groups"]
     ]
 

@@ -119,21 +119,36 @@ class _GroupEntry:
     sources: OrderedDict[str, None] = field(default_factory=OrderedDict)
     #: Why selection chose this interface (``technology: observation``).
     reason: str = ""
+    #: Traffic on this (interface, group): messages and bytes that arrived from the
+    #: technology and were sent into it, and deliveries a full socket queue refused.
+    messages_in: int = 0
+    bytes_in: int = 0
+    messages_out: int = 0
+    bytes_out: int = 0
+    drops: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class GroupInfo:
-    """One row of the host's group table (``hamcast groups``)."""
+    """One row of the host's group table (``hamcast groups``): a group on one interface."""
 
     group: URI
     technology: str
     interface: int
+    #: Application sockets listening to / sending to the group here (the gateway's not counted).
     listeners: int
     senders: int
     #: Why technology selection chose this interface.
     reason: str = ""
-    #: The daemon's gateway is among the listeners or senders (it bridges the group).
+    #: The daemon's gateway listens or sends here: it bridges the group.
     gateway: bool = False
+    #: Traffic since the entry exists: messages / bytes in from and out to the technology,
+    #: and deliveries dropped because a socket's queue was full.
+    messages_in: int = 0
+    bytes_in: int = 0
+    messages_out: int = 0
+    bytes_out: int = 0
+    drops: int = 0
 
 
 @dataclass(slots=True)
@@ -557,6 +572,10 @@ class Middleware:
             sock.send_failed += 1
             raise
         sock.sent += 1
+        entry = self._groups.get((index, group))
+        if entry is not None:
+            entry.messages_out += 1
+            entry.bytes_out += len(payload)
 
     # --- socket options (RFC 7046 §5.3) -------------------------------------------
 
@@ -671,19 +690,46 @@ class Middleware:
 
     def groups(self) -> list[GroupInfo]:
         """The host's group table, for monitoring."""
-        rows = [
-            GroupInfo(
-                entry.group,
-                self._ifaces[entry.iface].technology.name,
-                entry.iface,
-                len(entry.listeners),
-                len(entry.senders),
-                entry.reason,
-                any(s.session.internal for s in entry.listeners | entry.senders),
+        rows = []
+        for entry in self._groups.values():
+            listeners = sum(not s.session.internal for s in entry.listeners)
+            senders = sum(not s.session.internal for s in entry.senders)
+            rows.append(
+                GroupInfo(
+                    entry.group,
+                    self._ifaces[entry.iface].technology.name,
+                    entry.iface,
+                    listeners,
+                    senders,
+                    entry.reason,
+                    listeners + senders < len(entry.listeners) + len(entry.senders),
+                    entry.messages_in,
+                    entry.bytes_in,
+                    entry.messages_out,
+                    entry.bytes_out,
+                    entry.drops,
+                )
             )
-            for entry in self._groups.values()
-        ]
         return sorted(rows, key=lambda r: (str(r.group), r.interface))
+
+    def counters(self) -> dict[str, int]:
+        """Host totals over the applications' sockets (the gateway's left out)."""
+        sockets = [
+            sock
+            for session in self._sessions.values()
+            if not session.internal
+            for sock in session.sockets.values()
+        ]
+        entries = self._groups.values()
+        return {
+            "sockets": len(sockets),
+            "messages_in": sum(s.received for s in sockets),
+            "messages_out": sum(s.sent for s in sockets),
+            "drops": sum(s.dropped for s in sockets),
+            "send_failures": sum(s.send_failed for s in sockets),
+            "bytes_in": sum(e.bytes_in for e in entries),
+            "bytes_out": sum(e.bytes_out for e in entries),
+        }
 
     # --- upcalls from technologies -----------------------------------------------
 
@@ -701,6 +747,8 @@ class Middleware:
         entry = self._groups.get((index, group))
         if entry is None or not entry.listeners:
             return
+        entry.messages_in += 1
+        entry.bytes_in += len(payload)
         sources = entry.sources
         if source in sources:
             sources.move_to_end(source)
@@ -714,6 +762,7 @@ class Middleware:
                 sock.received += 1
             else:
                 sock.dropped += 1
+                entry.drops += 1
 
     def notify(self, technology: Technology, iface: str, event: Event) -> None:
         index = self._index_of.get((technology.name, iface))
@@ -762,16 +811,7 @@ class Middleware:
         """JSON-ready: :meth:`groups` with each binding's reason, and :meth:`gateway_status`."""
         return {
             "groups": [
-                {
-                    "group": row.group.name,
-                    "technology": row.technology,
-                    "interface": row.interface,
-                    "listeners": row.listeners,
-                    "senders": row.senders,
-                    "reason": row.reason,
-                    "gateway": row.gateway,
-                }
-                for row in self.groups()
+                {**dataclasses.asdict(row), "group": row.group.name} for row in self.groups()
             ],
             "gateway": self.gateway_status(),
         }

@@ -17,12 +17,16 @@ import signal
 import socket
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hamcast.config import DaemonConfig
 from hamcast.core.middleware import Middleware
 from hamcast.daemon.session import ClientSession
 from hamcast.errors import ResourceError, UsageError
 from hamcast.technologies.base import Technology, load_technology
+
+if TYPE_CHECKING:
+    from hamcast.monitor.endpoint import MonitorEndpoint
 
 __all__ = ["Daemon", "run"]
 
@@ -44,6 +48,8 @@ class Daemon:
         self._server: asyncio.Server | None = None
         self._stopping: asyncio.Event | None = None
         self.ready = asyncio.Event()
+        #: The read-only HTTP monitoring endpoint, when ``[monitor] listen`` is set.
+        self.monitor: MonitorEndpoint | None = None
 
     # --- sessions ----------------------------------------------------------------
 
@@ -63,6 +69,17 @@ class Daemon:
         """Start the technologies and, with ``listen``, the IPC socket."""
         self._stopping = asyncio.Event()
         await self.middleware.start()
+        if self.config.monitor.listen:
+            # Imported only when enabled: aiohttp costs a daemon that does not monitor.
+            from hamcast.monitor.endpoint import MonitorEndpoint
+
+            endpoint = MonitorEndpoint(self.middleware, self.config.monitor)
+            try:
+                await endpoint.start()
+            except BaseException:
+                await self.middleware.stop()
+                raise
+            self.monitor = endpoint
         if listen:
             path = self.config.socket
             _prepare_socket_path(path)
@@ -89,6 +106,9 @@ class Daemon:
 
     async def close(self) -> None:
         """Close every session, leave every group, remove the socket file."""
+        if self.monitor is not None:
+            await self.monitor.stop()
+            self.monitor = None
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(FileNotFoundError):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -322,6 +324,7 @@ def run_hybrid(console: Console) -> None:
                         host,
                         overlay_listen=f"{net.address(host, 4)}:{OVERLAY_PORT}",
                         bootstrap=None if host == "h1" else f"{h1}:{OVERLAY_PORT}",
+                        options=["--monitor", f"unix:{tmp}/{host}.monitor"],
                     )
                 scene = _Scene(
                     daemons,
@@ -330,6 +333,7 @@ def run_hybrid(console: Console) -> None:
                     domains=HYBRID_DOMAINS,
                     endpoints=endpoints,
                 )
+                dashboard = _Dashboard(console, Path(tmp), HYBRID_HOSTS)
                 try:
                     scene.open(HYBRID_HOSTS)
                     # Native multicast leaves the link only with a TTL above 1.
@@ -348,10 +352,57 @@ def run_hybrid(console: Console) -> None:
                     )
                     tally = _stream(console, scene)
                     _present(console, scene, tally)
+                    dashboard.hold()
                 finally:
                     scene.close()
+                    dashboard.stop()
             run = net.plan.base
         console.print(f"test-bed {run} torn down; the demo took {time.monotonic() - started:.0f} s")
+
+
+class _Dashboard:
+    """``hamcast monitor`` in this namespace, polling every daemon's Unix-socket endpoint.
+
+    The collector never multicasts (it follows the daemons' own peer lists), and
+    talks to the daemons in their namespaces through their socket files.
+    """
+
+    def __init__(self, console: Console, folder: Path, hosts: Iterable[str]) -> None:
+        self.console = console
+        argv = [sys.executable, "-m", "hamcast.cli", "monitor", "--listen", "127.0.0.1:0"]
+        for host in hosts:
+            argv += ["--daemon", f"unix:{folder}/{host}.monitor"]
+        self.url: str | None = None
+        self._log = (folder / "monitor.log").open("wb")
+        self._process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline().decode(errors="replace").strip()
+        if "dashboard at " in line:
+            self.url = line.split("dashboard at ", 1)[1]
+            console.print(f"live dashboard: [bold]{self.url}[/] (hamcast monitor, docs/monitor.md)")
+        else:
+            console.print("[yellow]the dashboard did not start[/] (see docs/monitor.md)")
+
+    def hold(self) -> None:
+        """On a terminal, keep everything up for a look at the dashboard until Enter."""
+        if self.url is not None and sys.stdin.isatty():
+            self.console.print(f"the dashboard stays at {self.url} — press Enter to tear down")
+            with contextlib.suppress(EOFError):
+                input()
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        self._log.close()
 
 
 def _free_ports(count: int) -> list[int]:

@@ -81,6 +81,8 @@ class Gateway:
         self._native_socks: dict[int, int] = {}
         self._overlay_sock: int | None = None
         self._bridges: dict[tuple[int, URI], Bridge] = {}
+        #: The same bridges by group, for the data path (rebuilt when bridges change).
+        self._by_group: dict[URI, tuple[Bridge, ...]] = {}
         self._uris: dict[str, URI | None] = {}
         #: Messages carried each way.
         self.to_native = 0
@@ -111,6 +113,10 @@ class Gateway:
         for key, new in wanted.items():
             if self._bridges.get(key) != new:
                 self._bridge(new, overlay)
+        by_group: dict[URI, list[Bridge]] = {}
+        for bridge in self._bridges.values():
+            by_group.setdefault(bridge.group, []).append(bridge)
+        self._by_group = {group: tuple(bridges) for group, bridges in by_group.items()}
 
     def bridges(self) -> list[Bridge]:
         return sorted(self._bridges.values(), key=lambda b: (b.group.name, b.native))
@@ -140,6 +146,7 @@ class Gateway:
         self._native_socks.clear()
         self._overlay_sock = None
         self._bridges.clear()
+        self._by_group.clear()
 
     # --- SessionSink: messages for the gateway's sockets ---------------------------
 
@@ -152,12 +159,12 @@ class Gateway:
         if sock == self._overlay_sock:
             if self.echoes.echo(_OVERLAY, name, payload):
                 return True
-            for (index, bridged), bridge in self._bridges.items():
-                if bridged == group and bridge.to_native:
-                    self._send(self._native_socks[index], group, payload, _NATIVE, bridge)
+            for bridge in self._by_group.get(group, ()):
+                if bridge.to_native:
+                    self._send(self._native_socks[bridge.native], group, payload, _NATIVE, bridge)
             return True
-        for (index, bridged), bridge in self._bridges.items():
-            if bridged == group and self._native_socks.get(index) == sock:
+        for bridge in self._by_group.get(group, ()):
+            if self._native_socks.get(bridge.native) == sock:
                 if self.echoes.echo(_NATIVE, name, payload):
                     return True
                 if bridge.to_overlay and self._overlay_sock is not None:

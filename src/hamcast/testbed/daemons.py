@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from hamcast.client.sync import MulticastSocket
@@ -63,8 +64,12 @@ class DaemonSet:
         bootstrap: str | None = None,
         log_level: str = "info",
         wait: bool = True,
+        options: Sequence[str] = (),
     ) -> None:
-        """Start ``host``'s daemon and (unless ``wait`` is false) wait until its socket answers."""
+        """Start ``host``'s daemon and (unless ``wait`` is false) wait until its socket answers.
+
+        ``options`` are more ``hamcast daemon`` options (e.g. ``--monitor unix:PATH``).
+        """
         argv = [
             sys.executable, "-m", "hamcast.cli", "daemon",
             "--socket", self.path(host),
@@ -75,6 +80,7 @@ class DaemonSet:
             argv += ["--overlay-listen", overlay_listen]
         if bootstrap is not None:
             argv += ["--overlay-bootstrap", bootstrap]
+        argv += options
         with (self.folder / f"{host}.log").open("wb") as log:
             if self.net is not None:
                 process = self.net.popen(host, argv, stdout=subprocess.DEVNULL, stderr=log)
