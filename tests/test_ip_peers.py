@@ -30,6 +30,14 @@ def table(own: ipaddress.IPv4Address, ident: int, interval: int = 10) -> PeerTab
 def test_announcement_round_trip() -> None:
     a = Announcement(b"\x07" * 16, 42, 10, "héllo", ("ip", "overlay"), "10.0.0.1:7047")
     assert decode_announcement(encode_announcement(a)) == a
+    b = Announcement(b"\x07" * 16, 43, 10, "h", ("ip",), "", monitor="10.0.0.1:7048")
+    assert decode_announcement(encode_announcement(b)) == b
+
+
+def test_an_older_daemons_announcement_without_the_monitor_field_is_understood() -> None:
+    a = Announcement(b"\x07" * 16, 42, 10, "h", ("ip", "overlay"), "10.0.0.1:7047")
+    older = encode_announcement(a)[:-1]  # version 1 before the monitor field: ends at overlay
+    assert decode_announcement(older) == a
 
 
 @settings(max_examples=300, deadline=None)
@@ -39,9 +47,10 @@ def test_garbage_is_never_an_announcement_and_never_raises(data: bytes) -> None:
 
 
 def test_truncated_announcements_are_rejected() -> None:
-    raw = encode_announcement(Announcement(b"\x01" * 16, 1, 10, "h", ("ip",), ""))
+    raw = encode_announcement(Announcement(b"\x01" * 16, 1, 10, "h", ("ip",), "", "a:1"))
+    complete = {len(raw), len(raw) - 4}  # with the monitor field, and without it (older)
     for cut in range(len(raw)):
-        assert decode_announcement(raw[:cut]) is None
+        assert (decode_announcement(raw[:cut]) is None) == (cut not in complete), cut
     assert decode_announcement(raw + b"\0" * 600) is None, "oversize datagrams are dropped"
 
 

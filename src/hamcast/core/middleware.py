@@ -176,6 +176,8 @@ class Middleware:
         self._groups: dict[tuple[int, URI], _GroupEntry] = {}
         self._started = False
         self._rank = {name: i for i, name in enumerate(self.config.preference)}
+        #: What this daemon offers other hosts' daemons, by kind (modules announce it).
+        self._offered: dict[str, str] = {}
         self.gateway: Gateway | None = None
         if self.config.gateway and self.config.gateway_to in names:
             self.gateway = Gateway(
@@ -191,13 +193,12 @@ class Middleware:
         for tech in self.technologies:
             await tech.start(self)
             self._sync_interfaces(tech)
-        offered: dict[str, str] = {}
         for tech in self.technologies:
-            offered.update(tech.advertisement())
+            self._offered.update(tech.advertisement())
         if self.gateway is not None:
-            offered["gateway"] = "yes"
+            self._offered["gateway"] = "yes"
         for tech in self.technologies:
-            tech.advertise(offered)
+            tech.advertise(dict(self._offered))
         self._started = True
         if self.gateway is not None:
             self.gateway.refresh()
@@ -769,6 +770,13 @@ class Middleware:
         if index is not None:
             # Modules do not know the core's interface numbering: fill it in.
             self._broadcast(index, dataclasses.replace(event, interface=index))
+
+    def offer(self, kind: str, endpoint: str) -> None:
+        """Offer another endpoint to other hosts' daemons (e.g. the daemon's monitoring
+        endpoint, ``kind="monitor"``); modules that announce pass it on."""
+        self._offered[kind] = endpoint
+        for tech in self.technologies:
+            tech.advertise(dict(self._offered))
 
     def interfaces_changed(self, technology: Technology) -> None:
         self._sync_interfaces(technology)

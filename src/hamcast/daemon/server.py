@@ -80,6 +80,10 @@ class Daemon:
                 await self.middleware.stop()
                 raise
             self.monitor = endpoint
+            where = endpoint.url.removeprefix("http://")
+            if endpoint.url.startswith("http://") and not where.startswith(("127.", "[::1]")):
+                # Other hosts' collectors learn it from the link announcements.
+                self.middleware.offer("monitor", where)
         if listen:
             path = self.config.socket
             _prepare_socket_path(path)

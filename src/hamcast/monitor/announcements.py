@@ -1,16 +1,10 @@
 """Reading hamcast peer announcements for the collector (read-only; sends nothing).
 
 The announcement format is the ``ip`` technology's
-(:mod:`hamcast.technologies.ip.peers`). The collector decodes it with that
-module's decoder and additionally reads one *optional trailing field* that a
-daemon may append after the overlay endpoint: the monitoring endpoint::
-
-    monitor     u8 length + UTF-8 "ADDRESS:PORT" of the monitoring endpoint (0 = none)
-
-Receivers of version 1 stop reading after the overlay field, so the field is
-compatible with them (docs/monitor.md has the proposal). Without it, the
-collector guesses the endpoint: the announcing address and the default
-monitoring port.
+(:mod:`hamcast.technologies.ip.peers`), decoded with that module's decoder; a
+daemon with a TCP monitoring endpoint names it in its announcements (the
+``monitor`` field). Without it (older daemons), the collector guesses the
+endpoint: the announcing address and the default monitoring port.
 
 :func:`open_listener` makes the socket: bound to the announcement port,
 joined to the IPv4 announcement group on the named interfaces only. Joining
@@ -30,32 +24,10 @@ from hamcast.technologies.ip.peers import (
     decode_announcement,
 )
 
-__all__ = ["monitor_url", "open_listener", "trailing_monitor_field"]
+__all__ = ["monitor_url", "open_listener", "peer_monitor_url"]
 
-_HEAD_SIZE = struct.calcsize("!4sBBH16sI")
 # Linux numbers the socket module lacks (TESTBED-FACTS).
 _IP_MULTICAST_ALL = 49
-
-
-def trailing_monitor_field(data: bytes) -> str:
-    """The optional ``monitor`` field after the overlay endpoint ("" when absent or bad)."""
-    try:
-        pos = _HEAD_SIZE
-        pos += 1 + data[pos]  # name
-        count = data[pos]
-        pos += 1
-        for _ in range(count):
-            pos += 1 + data[pos]
-        pos += 1 + data[pos]  # overlay
-        if pos >= len(data):
-            return ""
-        size = data[pos]
-        end = pos + 1 + size
-        if end > len(data) or size > 128:
-            return ""
-        return data[pos + 1 : end].decode()
-    except (IndexError, UnicodeDecodeError):
-        return ""
 
 
 def monitor_url(data: bytes, source: str, default_port: int) -> tuple[Announcement, str] | None:
@@ -63,11 +35,21 @@ def monitor_url(data: bytes, source: str, default_port: int) -> tuple[Announceme
     announcement = decode_announcement(data)
     if announcement is None:
         return None
-    field = trailing_monitor_field(data)
-    if field:
-        return announcement, f"http://{field}"
-    host = f"[{source}]" if ":" in source else source
-    return announcement, f"http://{host}:{default_port}"
+    return announcement, peer_monitor_url(announcement.monitor, source, default_port)
+
+
+def peer_monitor_url(monitor: str, source: str, default_port: int) -> str:
+    """Where a peer's monitoring endpoint is: its ``monitor`` field ("ADDRESS:PORT"; an
+    unspecified address means the peer's own, ``source``), else ``source`` and the
+    default port."""
+    host, port = source, str(default_port)
+    if monitor:
+        address, _, port = monitor.rpartition(":")
+        address = address.strip("[]")
+        if address and address not in ("0.0.0.0", "::"):
+            host = address
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
 
 
 def open_listener(interfaces: list[str]) -> socket.socket:

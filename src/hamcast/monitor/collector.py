@@ -37,7 +37,7 @@ from aiohttp import web
 
 from hamcast.config import MONITOR_PORT, parse_monitor_listen
 from hamcast.errors import ResourceError
-from hamcast.monitor.announcements import monitor_url, open_listener
+from hamcast.monitor.announcements import monitor_url, open_listener, peer_monitor_url
 from hamcast.monitor.graph import Source, daemon_summaries, group_names, merge
 
 __all__ = ["Collector", "CollectorConfig", "find_cytoscape"]
@@ -184,8 +184,9 @@ class Collector:
                         continue
                     if address.version == 6 and address.is_link_local:
                         continue  # unreachable without a zone; its IPv4 twin is polled
-                    host = f"[{address}]" if address.version == 6 else str(address)
-                    self.add(f"http://{host}:{self.config.peer_port}", discovered=True)
+                    monitor = str(peer.get("monitor") or "")
+                    url = peer_monitor_url(monitor, str(address), self.config.peer_port)
+                    self.add(url, discovered=True)
 
     async def poll_once(self) -> None:
         """Poll every endpoint once, then merge and publish."""

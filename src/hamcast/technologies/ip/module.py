@@ -364,6 +364,7 @@ class IpTechnology(Technology):
     def advertise(self, endpoints: dict[str, str]) -> None:
         """Carry this daemon's overlay endpoint in the link announcements."""
         self.peers.overlay = endpoints.get("overlay", "")
+        self.peers.monitor = endpoints.get("monitor", "")
         self.domain_table.gateway = endpoints.get("gateway") == "yes"
 
     # --- the multicast domain (gateways) -------------------------------------------
@@ -623,7 +624,11 @@ class IpTechnology(Technology):
             "mtu": link.netif.mtu,
             "send_drops": link.send_drops,
             "peers": [
-                {"address": str(p.address), "name": p.announcement.name}
+                {
+                    "address": str(p.address),
+                    "name": p.announcement.name,
+                    "monitor": p.announcement.monitor,
+                }
                 for p in self.peers.peers(iface)
             ],
             "designated": self.peers.designated(iface),

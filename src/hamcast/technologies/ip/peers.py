@@ -21,6 +21,9 @@ Announcement datagram (all integers big-endian), at most 512 bytes::
     name        u8 length + UTF-8 (host name, at most 64 bytes)
     techs       u8 count, then each: u8 length + ASCII technology name
     overlay     u8 length + UTF-8 "ADDRESS:PORT" of the overlay endpoint (0 = none)
+    monitor     u8 length + UTF-8 "ADDRESS:PORT" of the monitoring endpoint (0 = none);
+                optional: added within version 1, absent from older daemons'
+                announcements, and ignored by their receivers (they stop after overlay)
 
 Designated host: on each link the live peer with the numerically lowest
 source address — this daemon included — is the designated host, for every
@@ -76,6 +79,8 @@ class Announcement:
     name: str
     technologies: tuple[str, ...]
     overlay: str = ""
+    #: The daemon's monitoring endpoint (docs/monitor.md), "" when it has none.
+    monitor: str = ""
 
 
 def encode_announcement(a: Announcement) -> bytes:
@@ -86,8 +91,9 @@ def encode_announcement(a: Announcement) -> bytes:
     out.append(len(techs))
     for tech in techs:
         out += bytes([len(tech)]) + tech
-    overlay = a.overlay.encode()[:128]
-    out += bytes([len(overlay)]) + overlay
+    for text in (a.overlay, a.monitor):
+        raw = text.encode()[:128]
+        out += bytes([len(raw)]) + raw
     return bytes(out)
 
 
@@ -108,9 +114,10 @@ def decode_announcement(data: bytes) -> Announcement | None:
             tech, pos = _string(data, pos)
             techs.append(tech)
         overlay, pos = _string(data, pos)
+        monitor = _string(data, pos)[0] if pos < len(data) else ""
     except (IndexError, UnicodeDecodeError, ValueError):
         return None
-    return Announcement(daemon_id, sequence, interval, name, tuple(techs), overlay)
+    return Announcement(daemon_id, sequence, interval, name, tuple(techs), overlay, monitor)
 
 
 def _string(data: bytes, pos: int) -> tuple[str, int]:
@@ -155,6 +162,7 @@ class PeerTable:
         self.technologies = technologies
         self.interval = interval
         self.overlay = ""
+        self.monitor = ""
         self._sequence = 0
         self._links: dict[str, _Link] = {}
         self._next_announce = 0.0
@@ -224,6 +232,7 @@ class PeerTable:
                 self.name,
                 self.technologies,
                 self.overlay,
+                self.monitor,
             )
         )
 
