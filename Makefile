@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# npm ci writes this file; the dashboard's browser libraries (docs/monitor.md).
+WEB_STAMP := web/node_modules/.package-lock.json
 
 # As root, the test suite runs inside a fresh network namespace so that no
 # test can send anything out of this machine's real interfaces.
@@ -19,8 +21,9 @@ endif
 .PHONY: setup test lint typecheck pytest demo bench clean
 
 # As root, setup also installs the Debian packages of the network test-bed
-# (pimd, smcroute); the script is quick when they are already there.
-setup: $(STAMP)
+# (pimd, smcroute) and Chromium for the dashboard's browser test; the script
+# is quick when they are already there.
+setup: $(STAMP) $(WEB_STAMP)
 ifeq ($(IS_ROOT),yes)
 	@scripts/install-system-packages
 else
@@ -32,6 +35,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
+
+# cytoscape.js for `hamcast monitor`, pinned by web/package-lock.json: installed
+# here, never fetched by the page at run time (the machines are offline).
+$(WEB_STAMP): web/package.json web/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix web --no-audit --no-fund --loglevel=error; \
+	else \
+		echo "*** no npm: the monitor dashboard cannot draw graphs; its browser test will FAIL ***"; \
+	fi
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hamcast import __version__
 from hamcast.cli import commands, sim, streams
+from hamcast.cli import monitor as monitor_cli
 from hamcast.cli.daemon import LOG_LEVELS
 
 __all__ = ["build_parser"]
@@ -197,6 +198,12 @@ def build_parser(prog: str = "hamcast", daemon_prog: str | None = None) -> argpa
         help="a node already in the overlay to join through (repeatable)",
     )
     daemon.add_argument(
+        "--monitor",
+        metavar="ADDR:PORT",
+        help="serve the read-only HTTP JSON monitoring endpoint there (PORT alone: loopback;"
+        " unix:PATH: a Unix socket; sets [monitor] listen; docs/monitor.md)",
+    )
+    daemon.add_argument(
         "--log-level",
         metavar="LEVEL",
         type=str.lower,
@@ -276,6 +283,7 @@ def build_parser(prog: str = "hamcast", daemon_prog: str | None = None) -> argpa
         _interface_option(parser_)
     _add_testbed(sub)
     _add_sim(sub)
+    _add_monitor(sub)
     return parser
 
 
@@ -308,6 +316,62 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         type=Path,
         help="also write DIR/metrics.json and PNG plots (created if missing)",
+    )
+
+
+def _add_monitor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``hamcast monitor``: a live dashboard of daemons' monitoring endpoints (docs/monitor.md)."""
+    monitor = _command(
+        sub,
+        "monitor",
+        monitor_cli.monitor_command,
+        "serve a live web dashboard of the daemons' multicast trees (docs/monitor.md)",
+    )
+    monitor.add_argument(
+        "--listen",
+        metavar="ADDR:PORT",
+        default="127.0.0.1:7049",
+        help="where to serve the dashboard (PORT alone: loopback; default: 127.0.0.1:7049)",
+    )
+    monitor.add_argument(
+        "--daemon",
+        metavar="URL",
+        action="append",
+        help="a daemon's monitoring endpoint: http://ADDR:PORT, ADDR:PORT or unix:PATH"
+        " (repeatable)",
+    )
+    monitor.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=_seconds,
+        default=1.0,
+        help="seconds between polls of every daemon (default: 1)",
+    )
+    monitor.add_argument(
+        "--announcements",
+        metavar="IFACE",
+        action="append",
+        help="also find daemons from hamcast announcements heard on IFACE (joins the"
+        " link-local announcement group there; repeatable)",
+    )
+    monitor.add_argument(
+        "--peer-port",
+        metavar="PORT",
+        type=_number(int, "a port (1 to 65535)", 1, 65535),
+        default=7048,
+        help="monitoring port assumed for daemons found as peers or by announcement"
+        " (default: 7048)",
+    )
+    monitor.add_argument(
+        "--no-follow-peers",
+        action="store_true",
+        help="poll only the given and announced daemons, not the peers they heard on their links",
+    )
+    monitor.add_argument(
+        "--assets",
+        metavar="DIR",
+        type=Path,
+        help="folder holding cytoscape.min.js (default: web/node_modules from `make setup`)",
     )
 
 
