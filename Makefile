@@ -63,8 +63,11 @@ test: lint typecheck pytest
 demo: setup
 	$(PY) -m hamcast.demo
 
+# `hamcast bench` (docs/performance.md): as root two hosts in network
+# namespaces it builds and removes itself, else loopback only. Results, JSON
+# and PNG plots go to bench-results/.
 bench: setup
-	$(PY) bench/daemon_throughput.py
+	$(PY) -m hamcast.cli bench --rounds 3 --out bench-results
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -120,7 +120,8 @@ class SessionConfig:
 class MonitorConfig:
     """The daemon's read-only HTTP monitoring endpoint (docs/monitor.md); off by default."""
 
-    #: ``ADDRESS:PORT`` to serve on (``PORT`` alone means loopback); "" = off.
+    #: ``ADDRESS:PORT`` to serve on (``PORT`` alone means loopback), or ``unix:PATH``
+    #: for a Unix socket (mode 0660); "" = off.
     listen: str = ""
     #: The host's name in the dashboard (default: the machine's host name).
     name: str = ""
@@ -213,7 +214,7 @@ def load_config(path: str | Path) -> DaemonConfig:
         config.session = _fill(SessionConfig, data["session"], "session")
     if "monitor" in data:
         config.monitor = _fill(MonitorConfig, data["monitor"], "monitor")
-        if config.monitor.listen:
+        if config.monitor.listen and not config.monitor.listen.startswith("unix:"):
             parse_monitor_listen(config.monitor.listen)  # a bad address fails at load
     if not config.technologies:
         raise UsageError(f"config {path}: no technologies enabled")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from hamcast import __version__
-from hamcast.cli import commands, sim, streams
+from hamcast.cli import bench, commands, sim, streams
 from hamcast.cli import monitor as monitor_cli
 from hamcast.cli.daemon import LOG_LEVELS
 
@@ -284,6 +284,7 @@ def build_parser(prog: str = "hamcast", daemon_prog: str | None = None) -> argpa
     _add_testbed(sub)
     _add_sim(sub)
     _add_monitor(sub)
+    _add_bench(sub)
     return parser
 
 
@@ -309,13 +310,107 @@ def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="RATE",
         type=_churn,
         default=0.0,
-        help="node churn rate; not implemented yet, only 0 is accepted",
+        help="fraction of nodes that crash (and of new nodes that join) after the"
+        " measurement, below 1; reports delivery ratio and repair time (default: 0)",
+    )
+    sim_.add_argument(
+        "--topology",
+        choices=("small", "paper"),
+        default="small",
+        help="router network: small (208 routers) or paper (5,050, as in the Pastry"
+        " and Scribe evaluations) (default: small)",
+    )
+    sim_.add_argument(
+        "--sizes",
+        choices=("uniform", "zipf"),
+        default="uniform",
+        help="group sizes: uniform in [N/10, N/2], or zipf (rank r has N*r^-1.25"
+        " members, as in the Scribe evaluation) (default: uniform)",
+    )
+    sim_.add_argument(
+        "--profile",
+        choices=("standard", "large", "proximity"),
+        default="standard",
+        help="timers and pacing: standard (the cores' defaults), large (stretched"
+        " periodic timers, fast joins: for 10^4-10^5 nodes) or proximity (large plus"
+        " 10 minutes of routing-table maintenance before measuring) (default: standard)",
+    )
+    sim_.add_argument(
+        "--progress",
+        dest="verbose_phases",
+        action="store_true",
+        help="report each phase (wall time, memory, datagrams) on standard error as it ends",
     )
     sim_.add_argument(
         "--out",
         metavar="DIR",
         type=Path,
         help="also write DIR/metrics.json and PNG plots (created if missing)",
+    )
+
+
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``hamcast bench``: the data path against raw sockets (docs/performance.md)."""
+    bench_ = _command(
+        sub,
+        "bench",
+        bench.bench_command,
+        "measure hamcast's data path against raw UDP sockets (two namespaces as root)",
+    )
+    bench_.add_argument(
+        "--modes",
+        metavar="LIST",
+        type=bench.parse_list,
+        help="comma-separated: raw-unicast, raw-multicast, raw-batched, hamcast-ip,"
+        " hamcast-ip-batched, hamcast-overlay, hamcast-embedded, hamcast-local"
+        " (default: all that fit the network but hamcast-local)",
+    )
+    bench_.add_argument(
+        "--sizes",
+        metavar="LIST",
+        type=bench.parse_sizes,
+        default=[64, 512, 1400, 8192],
+        help="message sizes in bytes (default: 64,512,1400,8192)",
+    )
+    bench_.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=_number(float, "a duration in seconds (0.01 to 3600)", 0.01, 3600),
+        default=2.0,
+        help="seconds each sender sends (default: 2)",
+    )
+    bench_.add_argument(
+        "--rate",
+        metavar="BITS",
+        type=bench.parse_rate,
+        default=100e6,
+        help="bit rate of the constant-bit-rate load, e.g. 100M (default: 100M)",
+    )
+    bench_.add_argument(
+        "--load",
+        metavar="LIST",
+        type=bench.parse_list,
+        default=["saturate", "cbr"],
+        help="saturate, cbr or both (default: saturate,cbr)",
+    )
+    bench_.add_argument(
+        "--rounds",
+        metavar="N",
+        type=_positive_int,
+        default=1,
+        help="repeat the interleaved sequence N times; medians are reported (default: 1)",
+    )
+    bench_.add_argument(
+        "--net",
+        choices=("auto", "netns", "loopback"),
+        default="auto",
+        help="two hosts in network namespaces (root) or loopback (default: auto)",
+    )
+    bench_.add_argument(
+        "--out",
+        metavar="DIR",
+        type=Path,
+        help="also write DIR/bench.json and PNG plots (created if missing)",
     )
 
 

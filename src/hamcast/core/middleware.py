@@ -578,6 +578,34 @@ class Middleware:
             entry.messages_out += 1
             entry.bytes_out += len(payload)
 
+    def send_many(
+        self, session: Session, sock_id: int, group: URI, payloads: list[memoryview]
+    ) -> None:
+        """Send a run of messages to one group (one technology call, batched when it can)."""
+        sock = self._socket(session, sock_id)
+        index = sock.send_iface.get(group)
+        if index is None:
+            for payload in payloads:
+                self.send(session, sock_id, group, payload)
+            return
+        iface = self._ifaces[index]
+        technology = iface.technology
+        limit = technology.max_msg_size(iface.key)
+        if any(len(p) > limit for p in payloads):
+            for payload in payloads:  # each one that fits goes; the others raise
+                self.send(session, sock_id, group, payload)
+            return
+        try:
+            technology.send_many(iface.key, group, payloads, sock.ttl[index], sock.origin)
+        except HamcastError:
+            sock.send_failed += len(payloads)
+            raise
+        sock.sent += len(payloads)
+        entry = self._groups.get((index, group))
+        if entry is not None:
+            entry.messages_out += len(payloads)
+            entry.bytes_out += sum(len(p) for p in payloads)
+
     # --- socket options (RFC 7046 §5.3) -------------------------------------------
 
     def get_interfaces(self, session: Session, sock_id: int) -> list[int]:

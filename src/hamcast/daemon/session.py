@@ -113,29 +113,30 @@ class ClientSession(asyncio.Protocol):
             self._abort(exc)
             return
         middleware = self.middleware
-        session = self.session
+        run: list[memoryview] = []
+        run_key = (0, 0)
         for event in events:
             if type(event) is SendReceived:
-                assert session is not None
-                uri = self._group_uris.get(event.group)
-                if uri is None or event.group not in self._prepared.get(event.sock, ()):
-                    self.conn.send_failed(
-                        event.sock,
-                        event.group,
-                        UsageError(f"group id {event.group} was not prepared for sending"),
-                    )
-                    continue
-                try:
-                    middleware.send(session, event.sock, uri, event.payload)
-                except HamcastError as exc:
-                    self.conn.send_failed(event.sock, event.group, exc)
-            elif type(event) is RequestReceived:
+                key = (event.sock, event.group)
+                if key != run_key:
+                    if run:
+                        self._send_run(run_key, run)
+                        run = []
+                    run_key = key
+                run.append(event.payload)
+                continue
+            if run:
+                self._send_run(run_key, run)
+                run = []
+            if type(event) is RequestReceived:
                 self._request(event)
             elif type(event) is HelloReceived:
                 session = self.session = middleware.open_session(self, event.pid, event.name)
                 self.conn.session_id = session.id
                 self.conn.send_welcome(__version__)
                 logger.debug("session %d opened by pid %d (%s)", session.id, event.pid, event.name)
+        if run:
+            self._send_run(run_key, run)
         self._flush()
         transport = self.transport
         if (
@@ -146,6 +147,22 @@ class ClientSession(asyncio.Protocol):
             # Only answers to its own requests can pile up here (data waits in
             # the bounded queues): stop reading until the client reads.
             transport.pause_reading()
+
+    def _send_run(self, key: tuple[int, int], payloads: list[memoryview]) -> None:
+        """Send a run of SEND frames of one (socket, group) with one core call."""
+        sock, group = key
+        session = self.session
+        assert session is not None
+        uri = self._group_uris.get(group)
+        if uri is None or group not in self._prepared.get(sock, ()):
+            error = UsageError(f"group id {group} was not prepared for sending")
+            for _ in payloads:
+                self.conn.send_failed(sock, group, error)
+            return
+        try:
+            self.middleware.send_many(session, sock, uri, payloads)
+        except HamcastError as exc:
+            self.conn.send_failed(sock, group, exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import importlib.metadata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -215,6 +216,21 @@ class Technology(abc.ABC):
         self, iface: str, group: URI, payload: bytes | memoryview, ttl: int, origin: str
     ) -> None:
         """Send one message. ``origin`` names the local sending socket (``local:PID/SOCK``)."""
+
+    def send_many(
+        self,
+        iface: str,
+        group: URI,
+        payloads: Sequence[bytes | memoryview],
+        ttl: int,
+        origin: str,
+    ) -> None:
+        """Send a run of messages to one group, in order; the default calls :meth:`send`.
+
+        A module that can batch system calls overrides it (``ip``: ``sendmmsg``).
+        """
+        for payload in payloads:
+            self.send(iface, group, payload, ttl, origin)
 
     @abc.abstractmethod
     def max_msg_size(self, iface: str) -> int:
