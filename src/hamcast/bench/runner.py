@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from hamcast.errors import ResourceError, UsageError
+from hamcast.testbed.daemons import answers
 
 __all__ = [
     "ALL_MODES",
@@ -226,7 +227,7 @@ class _Daemons:
         finally:
             log.close()
         deadline = time.monotonic() + _READY_TIMEOUT
-        while not _answers(path):
+        while not answers(path):
             if process.poll() is not None or time.monotonic() > deadline:
                 if process.poll() is None:
                     process.kill()
@@ -259,17 +260,6 @@ class _Daemons:
                 daemon.process.kill()
                 daemon.process.wait(timeout=5)
         self._running.clear()
-
-
-def _answers(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 # --- one trial ------------------------------------------------------------------------

@@ -241,15 +241,20 @@ class MulticastSocket:
         exceeds the group's maximum message size, and any error an earlier
         send on this socket met in the middleware.
         """
+        uri = self._prepared(group)
+        queues = self._queues
+        header = self._channel.demux.send_frame(queues, self._id, uri, message)
+        self._channel.write([header, message])
+
+    def _prepared(self, group: GroupLike) -> URI:
+        """``group`` as a URI, bound for sending on this socket (PREPARE_SEND once)."""
         if self._closed:
             raise ClosedError("the multicast socket is closed")
         uri = group if isinstance(group, URI) else URI.parse(group)
-        queues = self._queues
-        if uri not in queues.send_ids:
+        if uri not in self._queues.send_ids:
             name_id, limit = self._call(Op.PREPARE_SEND, self._id, str(uri))
-            queues.send_ids[uri] = (name_id, limit)
-        header = self._channel.demux.send_frame(queues, self._id, uri, message)
-        self._channel.write([header, message])
+            self._queues.send_ids[uri] = (name_id, limit)
+        return uri
 
     def send_many(
         self, group: GroupLike, messages: Iterable[bytes | bytearray | memoryview]
@@ -263,13 +268,8 @@ class MulticastSocket:
         :class:`~hamcast.errors.MessageTooLongError` and nothing is sent.
         Returns the number of messages sent.
         """
-        if self._closed:
-            raise ClosedError("the multicast socket is closed")
-        uri = group if isinstance(group, URI) else URI.parse(group)
+        uri = self._prepared(group)
         queues = self._queues
-        if uri not in queues.send_ids:
-            name_id, limit = self._call(Op.PREPARE_SEND, self._id, str(uri))
-            queues.send_ids[uri] = (name_id, limit)
         send_frame = self._channel.demux.send_frame
         parts: list[bytes | bytearray | memoryview] = []
         for message in messages:

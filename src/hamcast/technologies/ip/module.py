@@ -210,7 +210,9 @@ class IpTechnology(Technology):
         self._domain_last = float("-inf")
         #: The name this daemon knows for each group address (for membership events).
         self._by_address: dict[IpAddress, URI] = {}
-        self._send_routes: dict[tuple[str, URI], tuple[_Link, IpAddress, int, bytes]] = {}
+        #: Per (interface, group): the link, the destination as Python's socket
+        #: address and as a C sockaddr (for sendmmsg); cleared when links change.
+        self._send_routes: dict[tuple[str, URI], tuple[_Link, tuple[Any, ...], bytes]] = {}
         self._batchers: dict[int, DatagramBatcher] = {}
         #: (PKTINFO bytes, peer) -> (link, group name, source text); cleared on any change.
         self._arrivals: dict[tuple[bytes, Any, int], tuple[_Link, URI, str] | None] = {}
@@ -594,16 +596,20 @@ class IpTechnology(Technology):
         route = self._send_routes.get((iface, group))
         if route is None:
             route = self._route(iface, group)
-        link, address, port, _ = route
-        self._sendto(link, payload, address, port, ttl)
+        link, destination, _ = route
+        self._send_datagram(link, payload, destination, ttl)
 
-    def _route(self, iface: str, group: URI) -> tuple[_Link, IpAddress, int, bytes]:
+    def _route(self, iface: str, group: URI) -> tuple[_Link, tuple[Any, ...], bytes]:
         link = self._link(iface)
         mapping, address = self._target(link, group)
         if len(self._send_routes) >= 4096:
             self._send_routes.clear()
-        sockaddr = _sockaddr(link, address, mapping.port)
-        route = self._send_routes[(iface, group)] = (link, address, mapping.port, sockaddr)
+        route = (
+            link,
+            _destination(link, address, mapping.port),
+            _sockaddr(link, address, mapping.port),
+        )
+        self._send_routes[(iface, group)] = route
         return route
 
     def send_many(
@@ -618,13 +624,8 @@ class IpTechnology(Technology):
         route = self._send_routes.get((iface, group))
         if route is None:
             route = self._route(iface, group)
-        link, _, _, sockaddr = route
-        sender = link.sender
-        if sender is None:
-            sender = link.sender = sockopts.open_sender(link.family, link.netif.index)
-        if ttl != link.ttl:
-            sockopts.set_ttl(sender, link.family, ttl)
-            link.ttl = ttl
+        link, _, sockaddr = route
+        sender = self._sender(link, ttl)
         batcher = self._batchers.get(sender.fileno())
         if batcher is None:
             batcher = self._batchers[sender.fileno()] = DatagramBatcher(sender.fileno())
@@ -637,18 +638,25 @@ class IpTechnology(Technology):
             # What the kernel had no room for is dropped, as UDP does (send_drops).
             link.send_drops += len(chunk) - sent
 
-    def _sendto(
-        self, link: _Link, payload: bytes | memoryview, address: IpAddress, port: int, ttl: int
-    ) -> None:
+    def _sender(self, link: _Link, ttl: int) -> socket.socket:
+        """The link's send socket (opened on first use), set to ``ttl``."""
         sender = link.sender
         if sender is None:
             sender = link.sender = sockopts.open_sender(link.family, link.netif.index)
         if ttl != link.ttl:
             sockopts.set_ttl(sender, link.family, ttl)
             link.ttl = ttl
-        destination: tuple[Any, ...] = (
-            (str(address), port) if link.family == 4 else (str(address), port, 0, link.netif.index)
-        )
+        return sender
+
+    def _sendto(
+        self, link: _Link, payload: bytes | memoryview, address: IpAddress, port: int, ttl: int
+    ) -> None:
+        self._send_datagram(link, payload, _destination(link, address, port), ttl)
+
+    def _send_datagram(
+        self, link: _Link, payload: bytes | memoryview, destination: tuple[Any, ...], ttl: int
+    ) -> None:
+        sender = self._sender(link, ttl)
         try:
             sender.sendto(payload, destination)
         except OSError as exc:
@@ -661,7 +669,9 @@ class IpTechnology(Technology):
                 raise UsageError(
                     f"{len(payload)} bytes do not fit a datagram on {link.netif.name}"
                 ) from None
-            raise sockopts.multicast_error(f"sending to {address}", exc, link.netif.name) from None
+            raise sockopts.multicast_error(
+                f"sending to {destination[0]}", exc, link.netif.name
+            ) from None
 
     def max_msg_size(self, iface: str) -> int:
         return _MAX_PAYLOAD[_family_of(iface)]
@@ -854,6 +864,13 @@ _ANNOUNCE_URI = {
 
 def _family_of(iface: str) -> int:
     return int(iface.rsplit("/", 1)[1])
+
+
+def _destination(link: _Link, address: IpAddress, port: int) -> tuple[Any, ...]:
+    """A destination as Python's socket functions take it."""
+    if link.family == 4:
+        return (str(address), port)
+    return (str(address), port, 0, link.netif.index)
 
 
 def _sockaddr(link: _Link, address: IpAddress, port: int) -> bytes:
