@@ -31,6 +31,7 @@ from hamcast.overlay.kbr.messages import (
     Message,
     MessageType,
     Ping,
+    Pong,
     Route,
     Rows,
     WireCodec,
@@ -286,6 +287,41 @@ def test_silent_leaf_is_declared_failed_within_the_failure_timeout() -> None:
     # ... but B itself speaking does.
     a.receive_datagram(forge(b.handle, Ping(now)), b.handle.address, now + 1)
     assert b.handle in a.leaf_set()
+
+
+def test_a_node_that_keeps_us_as_a_leaf_wrongly_gets_our_leaf_set() -> None:
+    """Regression (simulator, 150 nodes, seed 2): a node joined through a root
+    that did not know its neighbours yet kept only far nodes as leaves, which
+    never listed it, and pongs carry no leaf set: it stayed misplaced (routes
+    for keys near it ended elsewhere) until routing-table maintenance. A
+    leaf-set ping from a node we would not keep as a leaf now gets our leaf
+    set back."""
+    a = make(LOW, 1)
+    a.bootstrap([], 0.0)
+    half = CONFIG.leaf_set_size // 2
+    for offset in range(1, half + 1):
+        for node_id in (LOW + offset, LOW - offset):
+            near = NodeHandle(node_id, (f"10.0.1.{len(a.leaf_set()) + 1}", 4000))
+            a.receive_datagram(forge(near, Announce(())), near.address, 0.1)
+    assert len(a.leaf_set()) == CONFIG.leaf_set_size
+    sent(a)
+    events(a)
+    # A far node that believes A is one of its leaves gossips its leaf set.
+    far = NodeHandle(HIGH, ("10.0.2.1", 4000))
+    a.receive_datagram(forge(far, Ping(1.0, (a.handle,))), far.address, 1.0)
+    replies = [(d.message, address) for d, address in sent(a)]
+    assert all(address == far.address for _, address in replies)
+    assert [type(message) for message, _ in replies] == [Pong, Announce]
+    announce = replies[1][0]
+    assert isinstance(announce, Announce)
+    assert announce.leaf_set == tuple(a.leaf_set())
+    # A real leaf's gossip gets only the pong: no extra traffic when consistent.
+    leaf = a.leaf_set()[0]
+    a.receive_datagram(forge(leaf, Ping(2.0, (a.handle,))), leaf.address, 2.0)
+    assert [type(d.message) for d, _ in sent(a)] == [Pong]
+    # A plain keep-alive (no leaf set) from the far node gets only the pong too.
+    a.receive_datagram(forge(far, Ping(3.0)), far.address, 3.0)
+    assert [type(d.message) for d, _ in sent(a)] == [Pong]
 
 
 def test_graceful_leave_tells_the_leaf_set() -> None:

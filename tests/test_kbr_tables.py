@@ -195,3 +195,14 @@ def test_random_tables_stay_bounded() -> None:
     assert len(table) <= 32 * 15
     for row in table.nonempty_rows():
         assert len(table.row(row)) <= 15
+
+
+def test_a_node_in_one_half_still_fits_the_other_when_that_half_has_room() -> None:
+    """Found by Hypothesis: fits() said no where add() went on to insert."""
+    leaf = LeafSet(100, 4)
+    assert leaf.add(110) == (True, [])  # into both halves: the overlay is small
+    leaf.left.remove(110)  # the state a sequence of adds and removals can leave
+    assert leaf.fits(110), "the left half has room for it"
+    assert leaf.add(110) == (True, [])
+    assert 110 in leaf.left and 110 in leaf.right
+    assert not leaf.fits(110)

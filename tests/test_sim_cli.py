@@ -38,8 +38,8 @@ def hamcast(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
 
 
 def _metrics(document: dict[str, Any]) -> dict[str, Any]:
-    """Everything decided by the seed: the document without the wall time."""
-    return {key: value for key, value in document.items() if key != "wall_seconds"}
+    """Everything decided by the seed: the document without wall time and memory."""
+    return {key: value for key, value in document.items() if key != "resources"}
 
 
 def test_json_and_out_files(tmp_path: Path) -> None:
@@ -59,10 +59,13 @@ def test_json_and_out_files(tmp_path: Path) -> None:
         "link_stress",
         "links_used",
         "node_stress_max_copies",
+        "node_stress",
+        "control_messages",
+        "group_sizes",
         "per_group",
         "distributions",
-        "churn",
-        "wall_seconds",
+        "churn_rate",
+        "resources",
     }
     assert expected <= document.keys()
     assert (document["nodes"], document["groups"], document["seed"]) == (40, 3, 5)
@@ -73,6 +76,12 @@ def test_json_and_out_files(tmp_path: Path) -> None:
     stress = document["distributions"]["link_stress"]
     assert sum(stress["scribe"].values()) == document["links_used"]["scribe"]
     assert stress["ip_multicast"] == {"1": document["links_used"]["ip_multicast"]}
+    assert "churn" not in document  # no churn asked for
+    resources = document["resources"]
+    assert {"wall_seconds", "cpu_seconds", "peak_rss_mb", "kb_per_node"} <= resources.keys()
+    assert list(resources["phases"]) == ["topology", "overlay", "routes", "groups", "multicast"]
+    assert document["control_messages"]["per_join"] > 0
+    assert document["node_stress"]["nodes"] == 40
 
     assert json.loads((out / "metrics.json").read_text()) == document
     for name in PLOT_FILES:
@@ -94,15 +103,27 @@ def test_table_for_people() -> None:
     assert result.returncode == 0, result.stderr
     for label in ("KBR hops", "log16 N", "RAD", "RMD", "Scribe", "IP multicast", "unicast"):
         assert label in result.stdout
-    assert "wall time" in result.stdout
+    assert "wall / CPU time" in result.stdout
 
 
-def test_churn_is_refused_until_implemented() -> None:
-    result = hamcast(*SMALL, "--churn", "0.1")
-    assert result.returncode == 2
-    assert result.stderr.startswith("hamcast: error: --churn 0.1: churn is not implemented")
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
+def test_churn_reports_delivery_and_repair(tmp_path: Path) -> None:
+    out = tmp_path / "churn"
+    result = hamcast(*SMALL, "--churn", "0.2", "--json", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    churn = json.loads(result.stdout)["churn"]
+    assert churn["failed"] == churn["joined"] == 8
+    assert 0.0 <= churn["delivery_ratio"] <= 1.0
+    assert churn["trees_whole_at_end"] == churn["monitored_groups"] == 3
+    assert (out / "churn.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_paper_topology_and_zipf_sizes() -> None:
+    result = hamcast(*SMALL, "--topology", "paper", "--sizes", "zipf", "--json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["topology"]["routers"] == 5050
+    assert document["group_sizes"]["largest"] == 40  # rank 1 has every node
+    assert [group["members"] for group in document["per_group"]] == [39, 16, 9]
 
 
 @pytest.mark.parametrize(
@@ -112,6 +133,8 @@ def test_churn_is_refused_until_implemented() -> None:
         (["--groups", "-1"], "group count"),
         (["--seed", "x"], "integer seed"),
         (["--churn", "-1"], "churn rate"),
+        (["--churn", "1"], "must be below 1"),
+        (["--topology", "huge"], "invalid choice"),
     ],
 )
 def test_bad_arguments_are_usage_errors(args: list[str], message: str) -> None:

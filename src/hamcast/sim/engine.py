@@ -15,16 +15,22 @@ timer and events come out (STYLE.md 1, 13). The simulator only moves data:
 
 Hosts join in stages (:meth:`Simulator.grow`), each bootstrapping through
 an already-joined host, as the Pastry join protocol expects.
+:meth:`Simulator.fail` crashes a host (no goodbye: its peers find out by
+their own timeouts), which is what churn is made of.
+
+Cost: the simulator adds about a quarter to what the cores themselves cost
+per datagram; joined hosts are tracked incrementally (from the KBR
+``Joined`` event), so growing the overlay is linear in its size.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from hamcast.overlay.api import Delivered, KbrEvent
+from hamcast.overlay.api import Delivered, Joined, KbrEvent
 from hamcast.overlay.ids import Address, NodeHandle
 from hamcast.overlay.kbr import KbrConfig, KbrNode
 from hamcast.overlay.scribe import ScribeConfig, ScribeEvent, ScribeNode
@@ -52,6 +58,8 @@ class Host:
         datagrams_out: Datagrams it sent.
         datagrams_in: Datagrams it received.
         events: Its Scribe events, when no ``on_scribe_event`` hook is set.
+        alive: ``False`` once :meth:`Simulator.fail` crashed it: it receives
+            nothing, sends nothing and its timers do not fire.
     """
 
     index: int
@@ -63,6 +71,7 @@ class Host:
     datagrams_out: int = 0
     datagrams_in: int = 0
     events: list[ScribeEvent] = field(default_factory=list)
+    alive: bool = True
 
     @property
     def handle(self) -> NodeHandle:
@@ -107,14 +116,26 @@ class Simulator:
         #: Called with (source, target, datagram) for every datagram sent between hosts.
         self.on_transmit: Callable[[Host, Host, bytes], None] | None = None
         self._probe_keys: set[int] = set()
+        # Joined, live hosts in the order they joined, and where each is in it.
+        self._joined: list[Host] = []
+        self._joined_at: dict[int, int] = {}
+        # Joined, live hosts by the router they are attached to.
+        self._joined_on: dict[int, list[Host]] = {}
         # (time, sequence, kind, host index, datagram, source address)
         self._queue: list[tuple[float, int, int, int, bytes, Address | int]] = []
         self._seq = 0
 
     # --- building ------------------------------------------------------------
 
-    def add_host(self, via: Host | None) -> Host:
-        """A new host on a random stub router, joining through ``via`` (``None``: first)."""
+    def add_host(
+        self, via: Host | None, *, router: int | None = None, spares: Sequence[Host] = ()
+    ) -> Host:
+        """A new host joining through ``via`` (``None``: the first).
+
+        It sits on ``router``, by default a random stub router. ``spares`` are
+        further bootstrap hosts, tried in turn if ``via`` does not answer (it
+        may crash while the JOIN is on its way).
+        """
         node_id = self.rng.getrandbits(128)
         while node_id in self.by_id:
             node_id = self.rng.getrandbits(128)
@@ -123,7 +144,7 @@ class Simulator:
         kbr = KbrNode(NodeHandle(node_id, address), self.kbr_config, self._core_rng)
         host = Host(
             index=index,
-            router=self.rng.choice(self.topology.stub_routers),
+            router=self.rng.choice(self.topology.stub_routers) if router is None else router,
             kbr=kbr,
             scribe=ScribeNode(kbr, self.scribe_config),
         )
@@ -131,21 +152,90 @@ class Simulator:
         self.by_address[address] = host
         self.by_id[node_id] = host
         known = [] if via is None else [via.handle.address]
+        known += [spare.handle.address for spare in spares]
         self.call(host, lambda now: kbr.bootstrap(known, now))
         return host
 
-    def grow(self, count: int, *, spacing: float = 0.05) -> list[Host]:
-        """Add ``count`` hosts ``spacing`` seconds apart, each through a random joined host."""
+    def grow(
+        self,
+        count: int,
+        *,
+        spacing: float = 0.05,
+        rate: float | None = None,
+        nearby: bool = False,
+    ) -> list[Host]:
+        """Add ``count`` hosts, each through a random joined host (``nearby``: a closest one).
+
+        Pastry assumes a new node knows a node near it in the network to
+        join through (Rowstron & Druschel 2001, §2.4): the first rows of its
+        routing table, copied from that node, are then near too. ``nearby``
+        does that; otherwise the bootstrap node is a random one.
+
+        They come ``spacing`` seconds apart; with ``rate``, faster once the
+        overlay is large: at most ``rate`` times the number of joined hosts
+        per second. A fixed spacing would have a small overlay absorb as many
+        concurrent joins as a large one, and Pastry's leaf sets converge
+        slowly when a sizeable fraction of the overlay joins at once; a rate
+        proportional to the size keeps that fraction constant.
+        """
         added = []
+        joined = self._joined
         for _ in range(count):
-            joined = self.joined()
-            added.append(self.add_host(self.rng.choice(joined) if joined else None))
-            self.run_for(spacing)
+            if not joined:
+                added.append(self.add_host(None))
+            elif nearby:
+                router = self.rng.choice(self.topology.stub_routers)
+                added.append(self.add_host(self.nearest_joined(router), router=router))
+            else:
+                added.append(self.add_host(self.rng.choice(joined)))
+            step = spacing
+            if rate is not None and joined:
+                step = min(spacing, 1.0 / (rate * len(joined)))
+            self.run_for(step)
         return added
 
     def joined(self) -> list[Host]:
-        """Hosts whose KBR core has joined the overlay."""
-        return [host for host in self.hosts if host.kbr.joined]
+        """Live hosts whose KBR core has joined the overlay, in the order they joined."""
+        return list(self._joined)
+
+    def nearest_joined(self, router: int) -> Host:
+        """A live, joined host closest to ``router`` (a random one among equals)."""
+        on = self._joined_on
+        here = on.get(router)
+        if here:  # the common case in a large overlay: skip sorting every router
+            return here[0] if len(here) == 1 else self.rng.choice(here)
+        for candidate in self.topology.routers_by_delay(router):
+            hosts = on.get(candidate)
+            if hosts:
+                return hosts[0] if len(hosts) == 1 else self.rng.choice(hosts)
+        raise LookupError("no joined host")
+
+    def random_joined(self) -> Host:
+        """A uniformly random live, joined host (decided by the seed)."""
+        return self.rng.choice(self._joined)
+
+    def fail(self, host: Host) -> None:
+        """Crash ``host`` now: it goes silent without a word to anyone.
+
+        Datagrams on their way to it are lost; its peers detect the failure
+        by their own keep-alive and heartbeat timeouts.
+        """
+        if not host.alive:
+            return
+        host.alive = False
+        host.timer_at = None
+        host.timer_token += 1  # its pending timer entry is stale now
+        self._forget_joined(host)
+
+    def _forget_joined(self, host: Host) -> None:
+        position = self._joined_at.pop(host.index, None)
+        if position is None:
+            return
+        self._joined_on[host.router].remove(host)
+        last = self._joined.pop()
+        if last is not host:
+            self._joined[position] = last
+            self._joined_at[last.index] = position
 
     # --- driving -------------------------------------------------------------
 
@@ -158,6 +248,11 @@ class Simulator:
         """``host`` joins ``group`` now (Scribe ``join``)."""
         scribe = host.scribe
         self.call(host, lambda now: scribe.join(group, now))
+
+    def multicast(self, host: Host, group: str, payload: bytes) -> None:
+        """``host`` multicasts ``payload`` to ``group`` now (Scribe ``multicast``)."""
+        scribe = host.scribe
+        self.call(host, lambda now: scribe.multicast(group, payload, now))
 
     def route_probe(self, host: Host, key: int) -> None:
         """Route an empty plain message for ``key`` from ``host``; see ``on_delivered``."""
@@ -172,6 +267,8 @@ class Simulator:
             at, _, kind, index, data, extra = heapq.heappop(queue)
             host = hosts[index]
             self.now = at
+            if not host.alive:
+                continue
             if kind == _TIMER:
                 if extra != host.timer_token:
                     continue
@@ -203,6 +300,10 @@ class Simulator:
         moved = 0
         while (event := host.kbr.next_event()) is not None:
             moved += 1
+            if type(event) is Joined and host.index not in self._joined_at:
+                self._joined_at[host.index] = len(self._joined)
+                self._joined.append(host)
+                self._joined_on.setdefault(host.router, []).append(host)
             if self._is_probe(event):
                 assert isinstance(event, Delivered)
                 if self.on_delivered is not None:
@@ -230,8 +331,10 @@ class Simulator:
                 break
         for data, destination in host.kbr.datagrams_to_send():
             self._transmit(host, data, destination)
-        due = [t for t in (host.kbr.get_timer(), host.scribe.get_timer()) if t is not None]
-        deadline = min(due) if due else None
+        deadline = host.kbr.get_timer()
+        scribe_due = host.scribe.get_timer()
+        if scribe_due is not None and (deadline is None or scribe_due < deadline):
+            deadline = scribe_due
         if deadline != host.timer_at:
             host.timer_at = deadline
             host.timer_token += 1
@@ -242,7 +345,7 @@ class Simulator:
         source.datagrams_out += 1
         self.datagrams += 1
         target = self.by_address.get(destination)
-        if target is None:
+        if target is None or not target.alive:
             return
         if self.on_transmit is not None:
             self.on_transmit(source, target, data)

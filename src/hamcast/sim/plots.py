@@ -7,9 +7,13 @@ figures, after the Scribe paper's (Castro et al., IEEE JSAC 2002, §4):
 * ``rad_cdf.png``: cumulative distribution of the per-group delay penalty
   (RAD), and of RMD;
 * ``link_stress.png``: how many links carried each number of copies, for
-  Scribe, IP multicast and naive unicast (over all groups' probe messages);
-* ``node_stress.png``: how many nodes sent each number of copies of a probe
-  message (over all groups).
+  Scribe, IP multicast and naive unicast (over all groups' probe messages),
+  on log scales (a large group's unicast puts thousands of copies on a link);
+* ``node_stress.png``: the paper's node stress: how many nodes hold each
+  number of children-table entries, and each number of groups (over all
+  groups);
+* ``churn.png`` (only for a run with churn): the delivery ratio of each
+  round of messages while nodes crash and join, and after.
 """
 
 from __future__ import annotations
@@ -23,16 +27,23 @@ from matplotlib.figure import Figure
 
 __all__ = ["PLOT_FILES", "write_plots"]
 
-#: The files :func:`write_plots` writes, in order.
+#: The files :func:`write_plots` writes, in order (``churn.png`` too for a run with churn).
 PLOT_FILES = ("rad_cdf.png", "link_stress.png", "node_stress.png")
+CHURN_PLOT = "churn.png"
 
 
 def write_plots(result: dict[str, Any], directory: Path) -> list[Path]:
     """Write the figures of ``result`` into ``directory`` (which must exist); return the paths."""
     title = f"N={result['nodes']}, {result['groups']} groups, seed {result['seed']}"
-    figures = (_delay_cdf(result, title), _link_stress(result, title), _node_stress(result, title))
+    figures = [
+        (PLOT_FILES[0], _delay_cdf(result, title)),
+        (PLOT_FILES[1], _link_stress(result, title)),
+        (PLOT_FILES[2], _node_stress(result, title)),
+    ]
+    if "churn" in result:
+        figures.append((CHURN_PLOT, _churn(result, title)))
     paths: list[Path] = []
-    for name, figure in zip(PLOT_FILES, figures, strict=True):
+    for name, figure in figures:
         path = directory / name
         figure.savefig(path, format="png")  # a bare Figure renders with Agg
         paths.append(path)
@@ -71,45 +82,79 @@ def _delay_cdf(result: dict[str, Any], title: str) -> Figure:
 
 
 def _link_stress(result: dict[str, Any], title: str) -> Figure:
-    """Links per stress value: Scribe, IP multicast and unicast side by side."""
+    """Links per stress value, Scribe vs IP multicast vs unicast, log-log."""
     histograms: dict[str, dict[str, int]] = result["distributions"]["link_stress"]
-    series = (
-        ("scribe", "Scribe"),
-        ("ip_multicast", "IP multicast"),
-        ("unicast", "unicast"),
-    )
-    stresses = sorted({int(key) for histogram in histograms.values() for key in histogram})
     figure, axes = _figure((7.2, 4.2))
-    width = 0.8 / len(series)
-    for offset, (key, label) in enumerate(series):
+    plotted = False
+    for key, label, marker in (
+        ("scribe", "Scribe", "o"),
+        ("ip_multicast", "IP multicast", "s"),
+        ("unicast", "unicast", "^"),
+    ):
         histogram = histograms.get(key, {})
-        positions = [index + (offset - 1) * width for index in range(len(stresses))]
-        counts = [histogram.get(str(stress), 0) for stress in stresses]
-        axes.bar(positions, counts, width=width, label=label)
-    axes.set_xticks(range(len(stresses)), [str(stress) for stress in stresses])
+        stresses = sorted(int(value) for value in histogram)
+        if stresses:
+            counts = [histogram[str(stress)] for stress in stresses]
+            axes.plot(stresses, counts, marker=marker, linestyle="-", markersize=3, label=label)
+            plotted = True
+    axes.set_xscale("log")
+    axes.set_yscale("log")
     axes.set_xlabel("link stress (copies of a message on one router link)")
     axes.set_ylabel("links (summed over groups)")
     axes.set_title(f"Link stress — {title}")
-    axes.grid(axis="y", alpha=0.3)
-    axes.legend()
-    if not stresses:
+    axes.grid(alpha=0.3, which="both")
+    if plotted:
+        axes.legend()
+    else:
         _no_data(axes)
     figure.tight_layout()
     return figure
 
 
 def _node_stress(result: dict[str, Any], title: str) -> Figure:
-    """Nodes per number of copies sent of one message."""
-    histogram: dict[str, int] = result["distributions"]["node_copies"]
-    copies = sorted(int(key) for key in histogram)
-    figure, axes = _figure((6.4, 4.2))
-    axes.bar([str(count) for count in copies], [histogram[str(count)] for count in copies])
-    axes.set_xlabel("copies of a message one node sent")
-    axes.set_ylabel("sending nodes (summed over groups)")
-    axes.set_title(f"Node stress — {title}")
-    axes.grid(axis="y", alpha=0.3)
-    if not copies:
-        _no_data(axes)
+    """Nodes per number of children-table entries and per number of groups (log x)."""
+    distributions = result["distributions"]
+    figure = Figure(figsize=(9.6, 4.2), dpi=100)
+    for position, (key, label) in enumerate(
+        (
+            ("children_per_node", "children-table entries per node"),
+            ("groups_per_node", "groups with state per node"),
+        ),
+        start=1,
+    ):
+        axes = figure.add_subplot(1, 2, position)
+        histogram: dict[str, int] = distributions.get(key, {})
+        values = sorted(int(value) for value in histogram)
+        counts = [histogram[str(value)] for value in values]
+        if len(values) > 30:  # a long tail: points on a log axis, not bars
+            axes.plot(values, counts, marker=".", linestyle="-")
+            axes.set_xscale("symlog")
+        elif values:
+            axes.bar([str(value) for value in values], counts)
+        if not values:
+            _no_data(axes)
+        axes.set_xlabel(label)
+        axes.set_ylabel("nodes")
+        axes.grid(axis="y", alpha=0.3)
+    figure.suptitle(f"Node stress — {title}")
+    figure.tight_layout()
+    return figure
+
+
+def _churn(result: dict[str, Any], title: str) -> Figure:
+    """Delivery ratio of each round of messages under churn."""
+    churn = result["churn"]
+    ratios: list[float] = churn["delivery_by_message"]
+    interval = float(churn["message_interval_seconds"])
+    figure, axes = _figure((7.2, 4.2))
+    axes.plot([index * interval for index in range(len(ratios))], ratios, marker=".")
+    axes.axvspan(0, float(churn["window_seconds"]), alpha=0.15, label="crashes and joins")
+    axes.set_xlabel("seconds since churn began")
+    axes.set_ylabel("delivery ratio of the round")
+    axes.set_ylim(0, 1.05)
+    axes.set_title(f"Churn {churn['rate']:g} — {title}")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
     figure.tight_layout()
     return figure
 

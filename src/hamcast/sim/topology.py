@@ -7,16 +7,24 @@ routers joined by long links, and many small *stub domains* each hanging off
 one transit router. Overlay nodes sit on stub routers, behind an access link.
 
 Delays are milliseconds. The delay between two routers is the sum of link
-delays along the shortest path (Dijkstra, computed per source router on
-demand and cached), which is also what IP multicast's shortest-path tree
-from a source gives each receiver.
+delays along the shortest path (Dijkstra from scipy, computed per source
+router on demand and cached), which is also what IP multicast's
+shortest-path tree from a source gives each receiver.
+
+:meth:`TopologyConfig.paper` is the size the Pastry and Scribe evaluations
+used: 5,050 routers (50 transit routers in 10 domains, 10 stub domains of
+10 routers on each transit router).
 """
 
 from __future__ import annotations
 
-import heapq
 import random
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.sparse import csr_matrix  # type: ignore[import-untyped]
+from scipy.sparse.csgraph import dijkstra  # type: ignore[import-untyped]
 
 __all__ = ["Topology", "TopologyConfig", "transit_stub"]
 
@@ -51,10 +59,40 @@ class TopologyConfig:
     intra_stub_ms: tuple[float, float] = (1.0, 3.0)
     access_ms: float = 1.0
 
+    @classmethod
+    def paper(cls) -> TopologyConfig:
+        """5,050 routers, the size of the GT-ITM topology of the Pastry and Scribe papers.
+
+        10 transit domains of 5 routers, 10 stub domains of 10 routers on
+        each transit router: 50 + 5,000 routers.
+        """
+        return cls(
+            transit_domains=10,
+            routers_per_transit=5,
+            stubs_per_transit_router=10,
+            routers_per_stub=10,
+            extra_edge_probability=0.2,
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> TopologyConfig:
+        """A named size: ``"small"`` (208 routers, the default) or ``"paper"`` (5,050)."""
+        if name == "small":
+            return cls()
+        if name == "paper":
+            return cls.paper()
+        raise ValueError(f"unknown topology preset {name!r} (small or paper)")
+
 
 @dataclass(slots=True)
 class Topology:
-    """Routers, undirected links with delays (ms), and cached shortest paths.
+    """Routers, undirected links with delays (ms), and shortest paths computed on demand.
+
+    Shortest paths come from :func:`scipy.sparse.csgraph.dijkstra`, one
+    source router at a time when first asked for, and are kept as two numpy
+    rows per source (delays as float64, parents as int16): 5,050 routers
+    take 50 KB per source router, 250 MB when every router has been a
+    source — instead of several GB as Python lists.
 
     Attributes:
         links: ``links[r]`` lists ``(neighbour, delay_ms)`` for router ``r``.
@@ -67,7 +105,23 @@ class Topology:
     stub_routers: list[int]
     transit_routers: list[int]
     access_ms: float
-    _trees: dict[int, tuple[list[float], list[int]]] = field(default_factory=dict)
+    _graph: Any = None
+    _delays: list[Any] = field(default_factory=list)
+    _parents: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        count = len(self.links)
+        rows, columns, weights = [], [], []
+        for router, adjacent in enumerate(self.links):
+            for neighbour, delay_ms in adjacent:
+                rows.append(router)
+                columns.append(neighbour)
+                weights.append(delay_ms)
+        self._graph = csr_matrix(
+            (np.array(weights, dtype=np.float64), (rows, columns)), shape=(count, count)
+        )
+        self._delays = [None] * count
+        self._parents = [None] * count
 
     @property
     def router_count(self) -> int:
@@ -79,52 +133,70 @@ class Topology:
         """Number of (undirected) links."""
         return sum(len(adjacent) for adjacent in self.links) // 2
 
-    def shortest_paths(self, source: int) -> tuple[list[float], list[int]]:
-        """Dijkstra from ``source``: (delay in ms to each router, parent on the path; -1 at root).
+    def _compute(self, source: int) -> Any:
+        delays, parents = dijkstra(
+            self._graph, directed=False, indices=source, return_predecessors=True
+        )
+        # int16 holds any router number of the presets (5,050): half the memory.
+        parents = parents.astype(np.int16 if len(self.links) < 1 << 15 else np.int32)
+        parents[source] = -1
+        self._delays[source] = delays
+        self._parents[source] = parents
+        return delays
 
-        The parents form IP multicast's shortest-path tree rooted at ``source``.
-        Cached per source; ties are broken by router number, so it is deterministic.
+    @property
+    def cached_bytes(self) -> int:
+        """Memory held by the shortest paths computed so far (bytes)."""
+        rows = [row for row in (*self._delays, *self._parents) if row is not None]
+        return sum(int(row.nbytes) for row in rows)
+
+    def shortest_paths(self, source: int) -> tuple[list[float], list[int]]:
+        """Delay in ms from ``source`` to each router, and each router's parent (-1 at the root).
+
+        The parents form IP multicast's shortest-path tree rooted at
+        ``source``. Computed once per source, then cached; the same graph
+        always gives the same tree.
         """
-        cached = self._trees.get(source)
-        if cached is not None:
-            return cached
-        count = len(self.links)
-        distance = [float("inf")] * count
-        parent = [-1] * count
-        distance[source] = 0.0
-        queue: list[tuple[float, int]] = [(0.0, source)]
-        while queue:
-            here_ms, router = heapq.heappop(queue)
-            if here_ms > distance[router]:
-                continue
-            for neighbour, delay_ms in self.links[router]:
-                there_ms = here_ms + delay_ms
-                if there_ms < distance[neighbour]:
-                    distance[neighbour] = there_ms
-                    parent[neighbour] = router
-                    heapq.heappush(queue, (there_ms, neighbour))
-        self._trees[source] = (distance, parent)
-        return distance, parent
+        if self._delays[source] is None:
+            self._compute(source)
+        return self._delays[source].tolist(), self._parents[source].tolist()
+
+    def routers_by_delay(self, source: int) -> list[int]:
+        """Every router, nearest to ``source`` first (``source`` itself first)."""
+        delays = self._delays[source]
+        if delays is None:
+            delays = self._compute(source)
+        order: list[int] = np.argsort(delays, kind="stable").tolist()
+        return order
 
     def router_delay_ms(self, a: int, b: int) -> float:
         """Shortest-path delay between routers ``a`` and ``b`` (ms)."""
-        return self.shortest_paths(a)[0][b]
+        delays = self._delays[a]
+        if delays is None:
+            delays = self._compute(a)
+        return float(delays.item(b))
 
     def host_delay_ms(self, a: int, b: int) -> float:
         """One-way delay between hosts attached to routers ``a`` and ``b`` (ms).
 
         Both access links are crossed, even when the routers are the same.
         """
-        return self.shortest_paths(a)[0][b] + 2 * self.access_ms
+        delays = self._delays[a]
+        if delays is None:
+            delays = self._compute(a)
+        return float(delays.item(b)) + 2 * self.access_ms
 
     def path_links(self, a: int, b: int) -> list[tuple[int, int]]:
         """The links (``(lower, higher)`` router pairs) on the shortest path from ``a`` to ``b``."""
-        parent = self.shortest_paths(a)[1]
+        parents = self._parents[a]
+        if parents is None:
+            self._compute(a)
+            parents = self._parents[a]
         links = []
         router = b
         while router != a:
-            upper = parent[router]
-            links.append((min(router, upper), max(router, upper)))
+            upper = parents.item(router)
+            links.append((router, upper) if router < upper else (upper, router))
             router = upper
         return links
 

@@ -72,11 +72,15 @@ class LeafSet:
             return False
         me = self._me
         right, left = self.right, self.left
-        if len(right) < self._half or (node - me) & _MASK < (right[-1] - me) & _MASK:
-            return node not in right
-        if len(left) < self._half or (me - node) & _MASK < (me - left[-1]) & _MASK:
-            return node not in left
-        return False
+        # Each half on its own, as add() inserts: a node already in one half may
+        # still enter the other (in a small overlay the halves overlap).
+        if node not in right and (
+            len(right) < self._half or (node - me) & _MASK < (right[-1] - me) & _MASK
+        ):
+            return True
+        return node not in left and (
+            len(left) < self._half or (me - node) & _MASK < (me - left[-1]) & _MASK
+        )
 
     def add(self, node: int) -> tuple[bool, list[int]]:
         """Insert ``node`` where it belongs.

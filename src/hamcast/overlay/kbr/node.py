@@ -540,6 +540,14 @@ class KbrNode:
             if datagram.member:
                 for handle in message.leaf_set:
                     self._offer(handle, now, compete=False)
+                peer = self._peers.get(sender.id)
+                if message.leaf_set and (peer is None or not peer.leaf):
+                    # It keeps us as a leaf, but it is not among our closest:
+                    # its leaf set is wrong (a join answered by a root that
+                    # did not know its neighbours yet). Pongs carry no leaf
+                    # set, so without this it would not learn of the nodes
+                    # between us until routing-table maintenance.
+                    self._send(Announce(tuple(self.leaf_set())), sender.address)
         elif isinstance(message, Pong):
             self._on_pong(sender, datagram.member, message.timestamp, now)
         elif isinstance(message, Route):
