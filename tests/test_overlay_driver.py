@@ -12,7 +12,7 @@ import logging
 import socket
 import struct
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 import pytest
@@ -130,8 +130,16 @@ async def run_until(when: float) -> None:
 # --- exchange ----------------------------------------------------------------------
 
 
+def plain_syscalls(*drivers: OverlayDriver) -> None:
+    """Make ``drivers`` read and send one datagram per system call (as off Linux)."""
+    for driver in drivers:
+        driver._reader = None
+        driver._batcher = None
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["mmsg", "plain"])
 def test_two_drivers_exchange_small_and_large_datagrams(
-    run: Callable[[Coroutine[Any, Any, None]], None], host: str
+    run: Callable[[Coroutine[Any, Any, None]], None], host: str, plain: bool
 ) -> None:
     payloads = [b"", b"x", bytes(range(256)) * 5, bytes(1399), bytes(60_000), bytes(65536)]
 
@@ -140,6 +148,8 @@ def test_two_drivers_exchange_small_and_large_datagrams(
         a_core, b_core = EchoCore(), EchoCore()
         a = await started(a_core, host, wakeups)
         b = await started(b_core, host, wakeups)
+        if plain:
+            plain_syscalls(a, b)
         try:
             assert a.local_address[0] == host
             for n, payload in enumerate(payloads):
@@ -166,8 +176,9 @@ def test_two_drivers_exchange_small_and_large_datagrams(
     run(main())
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["mmsg", "plain"])
 def test_ipv6_socket_serves_ipv4_peers_as_plain_ipv4(
-    run: Callable[[Coroutine[Any, Any, None]], None],
+    run: Callable[[Coroutine[Any, Any, None]], None], plain: bool
 ) -> None:
     """A v4-mapped bind gives an IPv6 socket that talks IPv4, as ``::`` does on Linux."""
 
@@ -176,6 +187,8 @@ def test_ipv6_socket_serves_ipv4_peers_as_plain_ipv4(
         v4_core, v6_core = EchoCore(), EchoCore()
         v4 = await started(v4_core, "127.0.0.1", wakeups)
         v6 = await started(v6_core, "::ffff:127.0.0.1", wakeups)
+        if plain:
+            plain_syscalls(v4, v6)
         try:
             port = v6.local_address[1]
             v4_core.send(b"ping" + bytes(5000), ("127.0.0.1", port))
@@ -246,8 +259,8 @@ def test_flood_from_another_process_arrives_or_is_counted(
             stats = driver.stats()
             assert stats.kernel_drops is not None
             assert len(core.received) + stats.kernel_drops == FLOOD
-            # The driver keeps up with a Python sender: nearly nothing is lost.
-            assert stats.kernel_drops <= FLOOD // 20
+            # How many the kernel dropped depends on the machine's load (a benchmark's
+            # question, docs/performance.md); that each one is counted is not.
             numbers = [struct.unpack_from("!I", data)[0] for data, _, _ in core.received]
             assert len(set(numbers)) == len(numbers)
             assert stats.datagrams_in == stats.messages_in == len(core.received)
@@ -492,9 +505,27 @@ class _FullBuffer:
         return getattr(self._real, name)
 
 
+class _StingyBatcher:
+    """Stands in for the driver's sendmmsg batcher: takes ``room`` frames, then all."""
+
+    def __init__(self, room: int, *, then: bool = False) -> None:
+        self.room = room
+        self.then = then  # after the first short call: take everything
+        self.calls: list[int] = []
+
+    def send(self, payloads: Sequence[bytes | memoryview], sockaddr: bytes) -> int:
+        self.calls.append(len(payloads))
+        if self.room < 0:
+            return len(payloads)
+        taken = min(self.room, len(payloads))
+        self.room = -1 if self.then and taken < len(payloads) else self.room - taken
+        return taken
+
+
+@pytest.mark.parametrize("batched", [False, True])
 @pytest.mark.parametrize("errno_name", ["EAGAIN", "ENOBUFS"])
 def test_full_send_buffer_drops_and_counts(
-    run: Callable[[Coroutine[Any, Any, None]], None], errno_name: str
+    run: Callable[[Coroutine[Any, Any, None]], None], errno_name: str, batched: bool
 ) -> None:
     import errno
 
@@ -505,6 +536,7 @@ def test_full_send_buffer_drops_and_counts(
         real = driver._sock
         assert real is not None
         driver._sock = cast(socket.socket, _FullBuffer(real, getattr(errno, errno_name)))
+        driver._batcher = cast(Any, _StingyBatcher(0)) if batched else None
         try:
             core.send(b"small", ("127.0.0.1", 9))
             core.send(bytes(10_000), ("127.0.0.1", 9))  # fragments after the first are skipped
@@ -516,6 +548,56 @@ def test_full_send_buffer_drops_and_counts(
         finally:
             driver._sock = real
             await driver.stop()
+
+    run(main())
+
+
+def test_a_short_batch_loses_only_the_datagram_it_stopped_in(
+    run: Callable[[Coroutine[Any, Any, None]], None],
+) -> None:
+    async def main() -> None:
+        wakeups = Wakeups()
+        core = EchoCore()
+        driver = await started(core, "127.0.0.1", wakeups)
+        batcher = _StingyBatcher(3, then=True)
+        driver._batcher = cast(Any, batcher)
+        try:
+            core.send(bytes(10_000), ("127.0.0.1", 9))  # 8 frames: the kernel takes 3
+            core.send(b"one", ("127.0.0.1", 9))
+            core.send(b"two", ("127.0.0.1", 9))
+            core.send(b"elsewhere", ("127.0.0.1", 10))
+            driver.transmit()
+            stats = driver.stats()
+            # One run of 10 frames to port 9, the rest of it after the lost
+            # datagram, then the single frame to port 10 (no batch needed).
+            assert batcher.calls == [10, 2]
+            assert stats.send_drops == 1
+            assert stats.datagrams_out == 3 + 2 + 1
+            assert stats.messages_out == 4
+        finally:
+            await driver.stop()
+
+    run(main())
+
+
+def test_batched_frames_arrive_in_order(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    async def main() -> None:
+        wakeups = Wakeups()
+        sink_core = EchoCore()
+        sink = await started(sink_core, "127.0.0.1", wakeups)
+        core = EchoCore()
+        driver = await started(core, "127.0.0.1", wakeups)
+        try:
+            sent = [bytes([n]) * (100 + 900 * (n % 3)) for n in range(70)]
+            for data in sent:
+                core.send(data, sink.local_address)
+            driver.transmit()
+            await wakeups.until(lambda: len(sink_core.received) == len(sent), "every datagram")
+            assert [data for data, _, _ in sink_core.received] == sent
+            assert driver.stats().send_drops == driver.stats().send_errors == 0
+        finally:
+            await driver.stop()
+            await sink.stop()
 
     run(main())
 

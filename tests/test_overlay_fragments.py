@@ -482,3 +482,71 @@ def test_completed_memory_is_bounded() -> None:
     # message 10 is still remembered.
     assert len(deliver_all(reassembler, messages[0])) == 1
     assert deliver_all(reassembler, messages[10]) == []
+
+
+# --- many frames at once -----------------------------------------------------------
+
+
+def _state(reassembler: Reassembler) -> tuple[object, ...]:
+    return (
+        reassembler.stats,
+        reassembler.buffered_bytes,
+        reassembler.incomplete,
+        list(reassembler._completed.items()),
+        list(reassembler._partials),
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    messages=st.integers(1, 12),
+    tight=st.booleans(),
+    batch=st.integers(1, 40),
+)
+def test_receive_many_is_receive_frame_by_frame(
+    seed: int, messages: int, tight: bool, batch: int
+) -> None:
+    """In-order runs, reordering, loss, duplicates, two sources, garbage, tight bounds."""
+    rng = random.Random(seed)
+    config = (
+        FragmentConfig(
+            mtu_payload=200,
+            max_message_size=2000,
+            max_fragments=16,
+            max_buffered_bytes=2 * (256 + 2000 + 16 * 64),
+            max_incomplete=3,
+            max_incomplete_per_source=2,
+            max_completed_remembered=3,
+        )
+        if tight
+        else FragmentConfig(mtu_payload=200, max_message_size=2000, max_fragments=16)
+    )
+    fragmenters = {SOURCE: Fragmenter(config, first_message_id=7), OTHER: Fragmenter(config)}
+    wire: list[tuple[bytes, Address]] = []
+    for _ in range(messages):
+        source = rng.choice((SOURCE, OTHER))
+        frames = fragmenters[source].fragment(rng.randbytes(rng.randrange(0, 2000)))
+        if rng.random() < 0.2:
+            rng.shuffle(frames)
+        if rng.random() < 0.2:
+            frames = [f for f in frames if rng.random() > 0.2]
+        if rng.random() < 0.2:
+            frames += frames[: rng.randrange(len(frames) + 1)]
+        if rng.random() < 0.1:
+            frames.insert(rng.randrange(len(frames) + 1), rng.randbytes(rng.randrange(20)))
+        wire += [(frame, source) for frame in frames]
+    if rng.random() < 0.3:
+        wire += wire[: rng.randrange(len(wire) + 1)]  # the same messages again, later
+    one, many = Reassembler(config), Reassembler(config)
+    expected = []
+    got = []
+    for start in range(0, len(wire), batch):
+        now = start / 10  # later batches may find remembered messages expired
+        for frame, source in wire[start : start + batch]:
+            datagram = one.receive(frame, source, now)
+            if datagram is not None:
+                expected.append((datagram, source))
+        got += many.receive_many(wire[start : start + batch], now)
+        assert _state(many) == _state(one)
+    assert got == expected

@@ -16,10 +16,15 @@ Usage::
     driver.transmit()                        # ... is sent by transmit()
     await driver.stop()
 
-The socket is read with ``loop.add_reader`` and non-blocking ``recvfrom`` in a
-loop, not with asyncio's datagram transport: the transport reads one datagram
-per wake-up, which saturates a core at ~50k datagrams/s (DESIGN.md §11). Run
-it on uvloop where installed (``hamcast.daemon.server.new_event_loop``).
+The socket is read with ``loop.add_reader`` and non-blocking reads in a loop,
+not with asyncio's datagram transport: the transport reads one datagram per
+wake-up, which saturates a core at ~50k datagrams/s (DESIGN.md §11). Run it on
+uvloop where installed (``hamcast.daemon.server.new_event_loop``). On Linux
+the reads and writes are batched system calls: ``recvmmsg`` takes up to 16
+frames per call, and consecutive frames to one peer (a run of messages to a
+tree neighbour, the fragments of one message) go out with one ``sendmmsg``;
+elsewhere it is one ``recvfrom``/``sendto`` per frame. What reaches the core
+is the same either way (docs/performance.md, "Overlay data path").
 
 Host parts of addresses must be IP literals: ``sendto`` with a host name would
 block the loop on a name lookup.
@@ -28,12 +33,15 @@ block the loop on a name lookup.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import dataclasses
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +49,8 @@ from typing import Any, Protocol
 from hamcast.errors import MessageTooLongError, ResourceError, UsageError
 from hamcast.overlay.fragments import FragmentConfig, Fragmenter, Reassembler, ReassemblyStats
 from hamcast.overlay.ids import Address
+from hamcast.technologies.ip import mmsg
+from hamcast.technologies.ip.mmsg import BATCH, DatagramBatcher
 
 __all__ = ["DatagramCore", "DriverStats", "OverlayDriver"]
 
@@ -59,6 +69,15 @@ _DROPPED = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
 # trigger them at line rate.
 _WARN_INTERVAL = 10.0
 _MAPPED_PREFIX = "::ffff:"
+# C sockaddrs cached for sendmmsg and recvmmsg: one per peer; peers come and
+# go, so bounded.
+_MAX_SOCKADDRS = 1024
+# Frames per recvmmsg; each slot holds the largest UDP payload (1 MiB in all).
+_READ_SLOTS = 16
+_SOCKADDR_IN = 16
+_SOCKADDR_IN6 = 28
+_U32 = struct.Struct("=I")
+_PORT = struct.Struct("!H")
 
 
 class DatagramCore(Protocol):
@@ -145,6 +164,123 @@ class _Throttle:
         self._next[kind] = now + self._interval
 
 
+class _BatchReader:
+    """``recvmmsg`` into preallocated buffers: many frames per system call (Linux).
+
+    Each of ``slots`` buffers holds the largest UDP payload, so no frame is
+    ever truncated (as with ``recvfrom(_RECV_SIZE)``). Sources come back as
+    the ``(host, port)`` pairs ``recvfrom`` gives, IPv4-mapped hosts unmapped.
+    """
+
+    def __init__(self, fd: int, family: int, slots: int = _READ_SLOTS) -> None:
+        libc = mmsg.LIBC
+        if libc is None or not hasattr(libc, "recvmmsg"):
+            raise OSError(errno.ENOSYS, "no recvmmsg in this C library")
+        self._fd = fd
+        self._family = family
+        self._slots = slots
+        self._namelen = _SOCKADDR_IN6 if family == socket.AF_INET6 else _SOCKADDR_IN
+        self._buffer = bytearray(_RECV_SIZE * slots)
+        self._data = memoryview(self._buffer)
+        self._names = bytearray(_SOCKADDR_IN6 * slots)
+        self._store = (ctypes.c_char * len(self._buffer)).from_buffer(self._buffer)
+        self._name_store = (ctypes.c_char * len(self._names)).from_buffer(self._names)
+        self._iov = (mmsg.Iovec * slots)()
+        self._msgs = (mmsg.Mmsghdr * slots)()
+        base = ctypes.addressof(self._store)
+        names = ctypes.addressof(self._name_store)
+        for index in range(slots):
+            self._iov[index].iov_base = base + index * _RECV_SIZE
+            self._iov[index].iov_len = _RECV_SIZE
+            header = self._msgs[index].msg_hdr
+            header.msg_iov = ctypes.pointer(self._iov[index])
+            header.msg_iovlen = 1
+            header.msg_name = names + index * _SOCKADDR_IN6
+            header.msg_namelen = self._namelen
+        self._headers = memoryview(self._msgs).cast("B")
+        self._stride = ctypes.sizeof(mmsg.Mmsghdr)
+        self._len_at = mmsg.Mmsghdr.msg_len.offset
+        self._namelen_at = mmsg.Msghdr.msg_namelen.offset
+        self._call = libc.recvmmsg
+        self._call.argtypes = (
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_void_p,
+        )
+        self._call.restype = ctypes.c_int
+        self._ptr = ctypes.addressof(self._msgs)
+        self._sources: dict[bytes, Address] = {}
+
+    def read(self, limit: int) -> tuple[list[tuple[bytes, Address]], OSError | None]:
+        """Up to ``limit`` frames waiting now, with their sources, and the read error if any.
+
+        "Nothing (more) to read" is no error; another failure ends the batch
+        with the frames read before it.
+        """
+        out: list[tuple[bytes, Address]] = []
+        unpack = _U32.unpack_from
+        headers, data, names = self._headers, self._data, self._names
+        stride, len_at, namelen_at, full = (
+            self._stride,
+            self._len_at,
+            self._namelen_at,
+            self._namelen,
+        )
+        sources = self._sources
+        while len(out) < limit:
+            want = min(self._slots, limit - len(out))
+            got: int = self._call(self._fd, self._ptr, want, 0, None)
+            if got < 0:
+                code = ctypes.get_errno()
+                if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+                    break
+                return out, OSError(code, f"recvmmsg: {os.strerror(code)}")
+            for index in range(got):
+                at = index * stride
+                (length,) = unpack(headers, at + len_at)
+                (namelen,) = unpack(headers, at + namelen_at)
+                start = index * _RECV_SIZE
+                frame = bytes(data[start : start + length])
+                name_at = index * _SOCKADDR_IN6
+                key = bytes(names[name_at : name_at + namelen])
+                if namelen != full:
+                    _U32.pack_into(headers, at + namelen_at, full)
+                source = sources.get(key)
+                if source is None:
+                    source = self._source(key)
+                out.append((frame, source))
+            if got < want:
+                break
+        return out, None
+
+    def _source(self, raw: bytes) -> Address:
+        family = int.from_bytes(raw[:2], sys.byteorder) if len(raw) >= 2 else -1
+        if family == socket.AF_INET and len(raw) >= 8:
+            source: Address = (
+                socket.inet_ntop(socket.AF_INET, raw[4:8]),
+                _PORT.unpack_from(raw, 2)[0],
+            )
+        elif family == socket.AF_INET6 and len(raw) >= 28:
+            host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+            scope = int.from_bytes(raw[24:28], sys.byteorder)
+            if host.startswith(_MAPPED_PREFIX) and "." in host:
+                host = host[len(_MAPPED_PREFIX) :]
+            elif scope:
+                try:
+                    host += "%" + socket.if_indextoname(scope)
+                except OSError:
+                    host += f"%{scope}"
+            source = (host, _PORT.unpack_from(raw, 2)[0])
+        else:
+            source = ("0.0.0.0", 0)  # no address: cannot happen for UDP
+        if len(self._sources) >= _MAX_SOCKADDRS:
+            self._sources.clear()
+        self._sources[raw] = source
+        return source
+
+
 def _family_of(bind: Address) -> int:
     host, port = bind
     try:
@@ -197,6 +333,11 @@ class OverlayDriver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._fd = -1
+        #: sendmmsg for runs of frames to one peer (Linux); None: a sendto each.
+        self._batcher: DatagramBatcher | None = None
+        #: recvmmsg for the frames waiting at a wake-up (Linux); None: recvfrom each.
+        self._reader: _BatchReader | None = None
+        self._sockaddrs: dict[Address, bytes] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._throttle = _Throttle(_WARN_INTERVAL)
@@ -232,6 +373,9 @@ class OverlayDriver:
                 f"cannot bind the overlay's UDP socket to {host} port {port}: {exc.strerror or exc}"
             ) from exc
         self._loop, self._sock, self._fd = loop, sock, sock.fileno()
+        if mmsg.available():
+            self._batcher = DatagramBatcher(self._fd)
+            self._reader = _BatchReader(self._fd, self._family)
         loop.add_reader(self._fd, self._readable)
         logger.debug("overlay driver listening on %s", self.local_address)
         self.transmit()
@@ -248,7 +392,7 @@ class OverlayDriver:
         if self._loop is not None:
             self._loop.remove_reader(self._fd)
         self._sock.close()
-        self._sock, self._fd = None, -1
+        self._sock, self._fd, self._batcher, self._reader = None, -1, None, None
         logger.debug("overlay driver stopped")
 
     @property
@@ -311,42 +455,143 @@ class OverlayDriver:
         except Exception:
             self._core_failed("datagrams_to_send")
             return
-        sendto = sock.sendto
-        fragment = self._fragmenter.fragment
-        mapped = self._family == socket.AF_INET6
-        sent = nbytes = 0
-        for data, address in outgoing:
-            try:
-                frames = fragment(data)
-            except MessageTooLongError as exc:
-                self._oversized += 1
-                self._warn("oversized", "not sending to %s: %s", address, exc)
-                continue
-            destination = address
-            if mapped and ":" not in address[0]:
-                # An IPv6 socket reaches IPv4 peers through mapped addresses.
-                destination = (_MAPPED_PREFIX + address[0], address[1])
-            for frame in frames:
-                try:
-                    sendto(frame, destination)
-                except OSError as exc:
-                    if exc.errno in _DROPPED:
-                        self._send_drops += 1
-                    else:
-                        self._send_errors += 1
-                        self._warn("send", "sending to %s failed: %s", address, exc)
-                    # The message cannot be completed without this frame.
-                    break
-                except (TypeError, ValueError, OverflowError) as exc:
-                    # A malformed address from the core: its bug, not a reason to stop.
-                    self._send_errors += 1
-                    self._warn("send", "cannot send to %r: %s", address, exc)
-                    break
-                sent += 1
-                nbytes += len(frame)
+        if not outgoing:
+            return
         self._messages_out += len(outgoing)
-        self._datagrams_out += sent
-        self._bytes_out += nbytes
+        if self._batcher is None:
+            for data, address in outgoing:
+                frames = self._frames(data, address)
+                if frames is not None:
+                    self._sendto(sock, frames, address)
+            return
+        # Consecutive frames to one destination go out with one sendmmsg: a
+        # run of messages to a tree neighbour, or the fragments of one message.
+        run: list[bytes] = []
+        ends: list[int] = []  # run index after each core datagram's last frame
+        run_address: Address | None = None
+        for data, address in outgoing:
+            frames = self._frames(data, address)
+            if frames is None:
+                continue
+            if run and (address != run_address or len(run) + len(frames) > BATCH):
+                self._send_run(sock, run, ends, run_address)  # type: ignore[arg-type]
+                run, ends = [], []
+            run_address = address
+            run.extend(frames)
+            ends.append(len(run))
+        if run:
+            self._send_run(sock, run, ends, run_address)  # type: ignore[arg-type]
+
+    def _frames(self, data: bytes, address: Address) -> list[bytes] | None:
+        try:
+            return self._fragmenter.fragment(data)
+        except MessageTooLongError as exc:
+            self._oversized += 1
+            self._warn("oversized", "not sending to %s: %s", address, exc)
+            return None
+
+    def _destination(self, address: Address) -> Address:
+        if self._family == socket.AF_INET6 and ":" not in address[0]:
+            # An IPv6 socket reaches IPv4 peers through mapped addresses.
+            return (_MAPPED_PREFIX + address[0], address[1])
+        return address
+
+    def _sendto(self, sock: socket.socket, frames: list[bytes], address: Address) -> None:
+        """Send one core datagram's frames, one system call each."""
+        destination = self._destination(address)
+        for frame in frames:
+            try:
+                sock.sendto(frame, destination)
+            except OSError as exc:
+                self._send_failed(address, exc)
+                # The message cannot be completed without this frame.
+                return
+            except (TypeError, ValueError, OverflowError) as exc:
+                # A malformed address from the core: its bug, not a reason to stop.
+                self._send_errors += 1
+                self._warn("send", "cannot send to %r: %s", address, exc)
+                return
+            self._datagrams_out += 1
+            self._bytes_out += len(frame)
+
+    def _send_run(
+        self, sock: socket.socket, run: list[bytes], ends: list[int], address: Address
+    ) -> None:
+        """Send the frames of whole core datagrams to one ``address``, batched.
+
+        A datagram whose frame the kernel does not take is lost, as UDP loses
+        it; the datagrams after it are still tried.
+        """
+        if len(run) == 1:
+            self._sendto(sock, run, address)
+            return
+        batcher = self._batcher
+        assert batcher is not None
+        sockaddr = self._sockaddrs.get(address)
+        if sockaddr is None:
+            try:
+                sockaddr = self._sockaddr(address)
+            except (TypeError, ValueError, OverflowError) as exc:
+                self._send_errors += len(ends)
+                self._warn("send", "cannot send to %r: %s", address, exc)
+                return
+        start = 0
+        datagram = 0  # index in ends of the datagram that frame `start` belongs to
+        total = len(run)
+        while start < total:
+            chunk = run[start : start + BATCH]
+            try:
+                taken = batcher.send(chunk, sockaddr)
+                failure: OSError | None = None
+            except OSError as exc:
+                taken, failure = 0, exc
+            self._datagrams_out += taken
+            self._bytes_out += sum(map(len, chunk[:taken]))
+            if taken == len(chunk):
+                start += taken
+                continue
+            failed = start + taken
+            while ends[datagram] <= failed:
+                datagram += 1
+            if failure is None:
+                failure = OSError(errno.EAGAIN, "the send buffer is full")
+            self._send_failed(address, failure)
+            start = ends[datagram]
+            datagram += 1
+
+    def _send_failed(self, address: Address, exc: OSError) -> None:
+        if exc.errno in _DROPPED:
+            self._send_drops += 1
+        else:
+            self._send_errors += 1
+            self._warn("send", "sending to %s failed: %s", address, exc)
+
+    def _sockaddr(self, address: Address) -> bytes:
+        """The C sockaddr of ``address`` for ``sendmmsg`` (cached, bounded)."""
+        host, port = self._destination(address)
+        ip = ipaddress.ip_address(host)
+        if self._family == socket.AF_INET6:
+            if ip.version != 6:
+                raise ValueError(f"{host} is not an IPv6 address")
+            scope = 0
+            if ip.scope_id:  # fe80::1%eth0, as sendto takes it
+                try:
+                    scope = (
+                        int(ip.scope_id)
+                        if ip.scope_id.isdigit()
+                        else socket.if_nametoindex(ip.scope_id)
+                    )
+                except OSError:
+                    raise ValueError(f"{host}: no interface {ip.scope_id}") from None
+            raw = struct.pack("=HHI16sI", socket.AF_INET6, socket.htons(port), 0, ip.packed, scope)
+        else:
+            if ip.version != 4:
+                raise ValueError(f"{host} is not an IPv4 address")
+            raw = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), ip.packed)
+        if len(self._sockaddrs) >= _MAX_SOCKADDRS:
+            self._sockaddrs.clear()
+        self._sockaddrs[address] = raw
+        return raw
 
     # --- input -------------------------------------------------------------------
 
@@ -355,38 +600,41 @@ class OverlayDriver:
         if sock is None or loop is None:
             return
         now = loop.time()
-        recvfrom = sock.recvfrom
-        reassemble = self._reassembler.receive
         deliver = self._core.receive_datagram
+        frames, error = self._read(sock)
+        if error is not None:
+            self._read_errors += 1
+            self._warn("read", "reading the overlay socket failed: %s", error)
+        messages = self._reassembler.receive_many(frames, now)
+        for message, source in messages:
+            try:
+                deliver(message, source, now)
+            except Exception:
+                self._core_failed("receive_datagram")
+        self._datagrams_in += len(frames)
+        self._bytes_in += sum(len(frame) for frame, _ in frames)
+        self._messages_in += len(messages)
+        self._wakeup()
+
+    def _read(self, sock: socket.socket) -> tuple[list[tuple[bytes, Address]], OSError | None]:
+        """The frames waiting now (at most ``read_batch``) with their sources; a read error."""
+        if self._reader is not None:
+            return self._reader.read(self._read_batch)
+        recvfrom = sock.recvfrom
         mapped = self._family == socket.AF_INET6
-        count = nbytes = messages = 0
+        frames: list[tuple[bytes, Address]] = []
         for _ in range(self._read_batch):
             try:
                 frame, peer = recvfrom(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
-                self._read_errors += 1
-                self._warn("read", "reading the overlay socket failed: %s", exc)
-                break
-            count += 1
-            nbytes += len(frame)
+                return frames, exc
             host = peer[0]
             if mapped and host.startswith(_MAPPED_PREFIX) and "." in host:
                 host = host[len(_MAPPED_PREFIX) :]
-            source = (host, peer[1])
-            message = reassemble(frame, source, now)
-            if message is None:
-                continue
-            messages += 1
-            try:
-                deliver(message, source, now)
-            except Exception:
-                self._core_failed("receive_datagram")
-        self._datagrams_in += count
-        self._bytes_in += nbytes
-        self._messages_in += messages
-        self._wakeup()
+            frames.append((frame, (host, peer[1])))
+        return frames, None
 
     def _fire(self, when: float) -> None:
         self._timer = self._timer_at = None

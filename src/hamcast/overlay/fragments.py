@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 import struct
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hamcast.errors import MessageTooLongError, UsageError
@@ -49,6 +50,7 @@ _MAGIC = 0xB
 TAG_WHOLE = (_MAGIC << 4) | (WIRE_VERSION << 1)
 TAG_FRAGMENT = TAG_WHOLE | 1
 _WHOLE_PREFIX = bytes([TAG_WHOLE])
+_FRAGMENT_PREFIX = bytes([TAG_FRAGMENT])
 
 # Tag, message id (u32), fragment index (u16), fragment count (u16), total length (u32).
 _FRAGMENT_HEADER = struct.Struct("!BIHHI")
@@ -304,14 +306,15 @@ class Reassembler:
         """Take one frame from ``source``; the datagram it completes, or ``None``."""
         stats = self.stats
         stats.frames += 1
-        if frame.startswith(_WHOLE_PREFIX):
+        if frame[:1] == _WHOLE_PREFIX:
             if len(frame) - 1 > self.config.max_message_size:
                 stats.oversized += 1
                 return None
             stats.whole += 1
             return frame[1:]
         self._now = max(self._now, now)
-        if len(frame) < FRAGMENT_HEADER_SIZE or frame[0] != TAG_FRAGMENT:
+        size = len(frame)
+        if size < FRAGMENT_HEADER_SIZE or frame[0] != TAG_FRAGMENT:
             if frame and frame[0] >> 4 == _MAGIC and (frame[0] >> 1) & 7 != WIRE_VERSION:
                 stats.unsupported_version += 1
             else:
@@ -322,15 +325,39 @@ class Reassembler:
         if total > config.max_message_size:
             stats.oversized += 1
             return None
-        if not 2 <= count <= min(config.max_fragments, total) or index >= count:
+        if not 2 <= count <= config.max_fragments or count > total or index >= count:
             stats.malformed += 1
             return None
-        start = index * total // count
-        size = (index + 1) * total // count - start
-        if len(frame) - FRAGMENT_HEADER_SIZE != size:
+        if size - FRAGMENT_HEADER_SIZE != (index + 1) * total // count - index * total // count:
             stats.malformed += 1
             return None
         return self._store((source, message_id), index, count, total, frame)
+
+    def receive_many(
+        self, frames: Sequence[tuple[bytes, Address]], now: float
+    ) -> list[tuple[bytes, Address]]:
+        """:meth:`receive` for each ``(frame, source)`` in order; the datagrams completed.
+
+        Same datagrams, counters and state as frame by frame. A message whose
+        fragments arrive one after the other, in order (what one read of a
+        socket usually holds), is put together at once without being held.
+        """
+        out: list[tuple[bytes, Address]] = []
+        receive = self.receive
+        position, end = 0, len(frames)
+        while position < end:
+            frame, source = frames[position]
+            if frame[:1] == _FRAGMENT_PREFIX:
+                datagram = self._consecutive(frames, position, now)
+                if datagram is not None:
+                    out.append((datagram[0], source))
+                    position += datagram[1]
+                    continue
+            datagram_or_none = receive(frame, source, now)
+            if datagram_or_none is not None:
+                out.append((datagram_or_none, source))
+            position += 1
+        return out
 
     def get_timer(self) -> float | None:
         """When the oldest incomplete message expires, or ``None`` if none is held."""
@@ -352,19 +379,101 @@ class Reassembler:
 
     # --- internals ---------------------------------------------------------------
 
+    def _consecutive(
+        self, frames: Sequence[tuple[bytes, Address]], first: int, now: float
+    ) -> tuple[bytes, int] | None:
+        """The message whose fragments are ``frames[first:]`` in order, and their number.
+
+        ``None`` unless frame by frame would complete it from nothing, with
+        no bound reached, no eviction and no duplicate: then :meth:`receive`
+        takes the frames one by one.
+        """
+        frame, source = frames[first]
+        if len(frame) < FRAGMENT_HEADER_SIZE:
+            return None
+        _, message_id, index, count, total = _FRAGMENT_HEADER.unpack_from(frame)
+        config = self.config
+        if (
+            index != 0
+            or first + count > len(frames)
+            or total > config.max_message_size
+            or not 2 <= count <= config.max_fragments
+            or count > total
+        ):
+            return None
+        key = (source, message_id)
+        if key in self._partials:
+            return None
+        now = max(self._now, now)
+        completed = self._completed
+        done_until = completed.get(key)
+        if done_until is not None and done_until > now:
+            return None
+        mine = self._by_source.get(source)
+        if (mine is not None and len(mine) >= config.max_incomplete_per_source) or len(
+            self._partials
+        ) >= config.max_incomplete:
+            return None
+        chunks = []
+        cost = _MESSAGE_OVERHEAD
+        unpack = _FRAGMENT_HEADER.unpack_from
+        for offset in range(count):
+            frame, from_ = frames[first + offset]
+            if offset:
+                if from_ != source or len(frame) < FRAGMENT_HEADER_SIZE:
+                    return None
+                tag, other_id, index, other_count, other_total = unpack(frame)
+                if (
+                    tag != TAG_FRAGMENT
+                    or other_id != message_id
+                    or index != offset
+                    or other_count != count
+                    or other_total != total
+                ):
+                    return None
+            size = (offset + 1) * total // count - offset * total // count
+            if len(frame) - FRAGMENT_HEADER_SIZE != size:
+                return None
+            chunks.append(frame[FRAGMENT_HEADER_SIZE:])
+            cost += size + _FRAGMENT_OVERHEAD
+        if self._buffered + cost > config.max_buffered_bytes:
+            return None
+        # What receive() would have done, less the state it adds and drops again.
+        self._now = now
+        stats = self.stats
+        stats.frames += count
+        stats.fragments += count
+        stats.messages += 1
+        if done_until is not None:
+            del completed[key]
+        completed[key] = now + config.reassembly_timeout
+        if len(completed) > config.max_completed_remembered:
+            completed.popitem(last=False)
+        return b"".join(chunks), count
+
     def _store(self, key: _Key, index: int, count: int, total: int, frame: bytes) -> bytes | None:
-        stats, config, now = self.stats, self.config, self._now
-        source, message_id = key
-        done_until = self._completed.get(key)
+        stats, now = self.stats, self._now
+        completed = self._completed
+        done_until = completed.get(key)
         if done_until is not None:
             if done_until > now:
                 stats.duplicates += 1
                 return None
-            del self._completed[key]
-        partial = self._partials.get(key)
+            del completed[key]
+        partials = self._partials
+        partial = partials.get(key)
         data_cost = len(frame) - FRAGMENT_HEADER_SIZE + _FRAGMENT_OVERHEAD
         if partial is None:
-            self._make_room_for_message(source, data_cost + _MESSAGE_OVERHEAD)
+            config = self.config
+            source = key[0]
+            mine = self._by_source.get(source)
+            if (
+                (mine is not None and len(mine) >= config.max_incomplete_per_source)
+                or len(partials) >= config.max_incomplete
+                or self._buffered + data_cost + _MESSAGE_OVERHEAD > config.max_buffered_bytes
+            ):
+                self._make_room_for_message(source, data_cost + _MESSAGE_OVERHEAD)
+                mine = self._by_source.get(source)
             partial = _Partial(
                 count,
                 total,
@@ -373,8 +482,10 @@ class Reassembler:
                 count,
                 _MESSAGE_OVERHEAD,
             )
-            self._partials[key] = partial
-            self._by_source.setdefault(source, {})[message_id] = None
+            partials[key] = partial
+            if mine is None:
+                mine = self._by_source[source] = {}
+            mine[key[1]] = None
             self._buffered += _MESSAGE_OVERHEAD
         elif partial.count != count or partial.total != total:
             stats.inconsistent += 1
@@ -382,7 +493,7 @@ class Reassembler:
         elif partial.chunks[index] is not None:
             stats.duplicates += 1
             return None
-        else:
+        elif self._buffered + data_cost > self.config.max_buffered_bytes:
             self._make_room(data_cost, keep=key)
         partial.chunks[index] = frame[FRAGMENT_HEADER_SIZE:]
         partial.missing -= 1
@@ -393,7 +504,10 @@ class Reassembler:
             return None
         chunks = partial.chunks
         self._drop(key)
-        self._remember_completed(key, now + config.reassembly_timeout)
+        # Not held before (a remembered key was deleted above), so it goes last.
+        completed[key] = now + self.config.reassembly_timeout
+        if len(completed) > self.config.max_completed_remembered:
+            completed.popitem(last=False)
         stats.messages += 1
         return b"".join(chunks)  # type: ignore[arg-type]  # no None is left
 
@@ -431,13 +545,6 @@ class Reassembler:
         del mine[message_id]
         if not mine:
             del self._by_source[source]
-
-    def _remember_completed(self, key: _Key, until: float) -> None:
-        completed = self._completed
-        completed[key] = until
-        completed.move_to_end(key)
-        while len(completed) > self.config.max_completed_remembered:
-            completed.popitem(last=False)
 
     def _forget_completed(self, now: float) -> None:
         completed = self._completed

@@ -17,6 +17,7 @@ anything else, whatever the bytes.
 from __future__ import annotations
 
 import enum
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -176,11 +177,15 @@ class Data:
 
 Message = Join | Accept | Heartbeat | Redirect | Leave | Refresh | Data
 
+# The data types as plain ints: comparing with them costs less than with enum members.
+_DATA: Final = int(MessageType.DATA)
+_MULTICAST: Final = int(MessageType.MULTICAST)
+
 
 # --- encoding ----------------------------------------------------------------
 
 
-def _header(kind: MessageType, key: int) -> bytes:
+def _header(kind: int, key: int) -> bytes:
     return _HEADER.pack(MAGIC, VERSION, kind, key.to_bytes(16, "big"))
 
 
@@ -273,16 +278,15 @@ def encode_data(
     hops: int = 0,
 ) -> bytes:
     """A MULTICAST (``routed``) or DATA message."""
-    kind = MessageType.MULTICAST if routed else MessageType.DATA
-    return b"".join(
-        (
-            _header(kind, key),
-            _DATA_FIXED.pack(hops, sequence),
-            encode_handle(source),
-            _name_field(name),
-            payload,
-        )
-    )
+    head, tail = _data_frame(_MULTICAST if routed else _DATA, key, name, encode_handle(source))
+    return b"".join((head, _DATA_FIXED.pack(hops, sequence), tail, payload))
+
+
+@functools.lru_cache(maxsize=1024)
+def _data_frame(kind: int, key: int, name: bytes, source: bytes) -> tuple[bytes, bytes]:
+    # What every message of one (group, source) repeats around hops and
+    # sequence: encoded once, not per message.
+    return _header(kind, key), source + _name_field(name)
 
 
 def data_overhead(name: bytes, source: NodeHandle) -> int:
@@ -298,7 +302,7 @@ def restamp(raw: bytes, hops: int) -> bytes:
     return b"".join(
         (
             raw[:2],
-            _HOP_BYTES[MessageType.DATA],
+            _HOP_BYTES[_DATA],
             raw[3:_HOPS_OFFSET],
             _HOP_BYTES[min(hops, 255)],
             memoryview(raw)[_HOPS_OFFSET + 1 :],
@@ -321,13 +325,13 @@ def decode(raw: bytes) -> Message:
         raise MalformedMessage(f"unknown version {version}")
     key = int.from_bytes(key_bytes, "big")
     offset = HEADER_SIZE
-    if kind in (MessageType.DATA, MessageType.MULTICAST):
+    if kind in (_DATA, _MULTICAST):  # the hot path: plain ints, not enum members
         if size < offset + _DATA_FIXED.size:
             raise MalformedMessage("truncated data header")
         hops, sequence = _DATA_FIXED.unpack_from(raw, offset)
         source, offset = _read_handle(raw, offset + _DATA_FIXED.size)
         name, offset = _read_name(raw, offset)
-        return Data(key, name, source, sequence, hops, raw[offset:], kind == MessageType.MULTICAST)
+        return Data(key, name, source, sequence, hops, raw[offset:], kind == _MULTICAST)
     if kind in (MessageType.HEARTBEAT, MessageType.ACCEPT):
         if size < offset + 2:
             raise MalformedMessage("truncated path header")

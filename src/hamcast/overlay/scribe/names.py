@@ -17,11 +17,14 @@ from hamcast.uri import URI
 __all__ = ["canonical_group", "group_key"]
 
 
+@functools.lru_cache(maxsize=4096)
 def canonical_group(text: str) -> tuple[str, int]:
     """The canonical name of group ``text`` and its overlay key.
 
     Credentials are dropped (they are no part of a group's identity). Raises
     :class:`~hamcast.errors.InvalidURIError` if ``text`` is not a ``ham:`` URI.
+    Cached because every multicast names its group (parsing and hashing cost
+    more than the rest of a send); bounded, and failures are not cached.
     """
     uri = URI.parse(text)
     return uri.name, map_group(uri).overlay_key
