@@ -14,6 +14,7 @@ import enum
 import heapq
 import logging
 import random
+from collections import deque
 from collections.abc import Sequence
 from typing import Final
 
@@ -107,6 +108,13 @@ _CODECS: dict[KbrConfig, WireCodec] = {}
 # round-trip time to learn it with, an ANNOUNCE may readmit a departed node,
 # and the sender of a LEAVE is going away.
 _LEARNS_ITSELF: Final = frozenset({MessageType.PONG, MessageType.ANNOUNCE, MessageType.LEAVE})
+
+# The same sets as plain ints for the per-datagram checks: an enum member's hash
+# is Python code (Enum.__hash__), an int's is not.
+_ACCEPTS_INT: Final[dict[NodeState, frozenset[int]]] = {
+    state: frozenset(int(kind) for kind in kinds) for state, kinds in _ACCEPTS.items()
+}
+_LEARNS_ITSELF_INT: Final = frozenset(int(kind) for kind in _LEARNS_ITSELF)
 
 
 def _codec_for(config: KbrConfig) -> WireCodec:
@@ -238,7 +246,7 @@ class KbrNode:
         self._failed: dict[int, tuple[float, bool]] = {}
         # A list, not a deque: it is almost always empty, and an empty deque
         # costs a whole block per node in a 10^5-node simulation.
-        self._events: list[KbrEvent] = []
+        self._events: deque[KbrEvent] = deque()
         self._out: list[tuple[bytes, Address]] = []
         # One heap of (deadline, sequence, kind, argument); an entry whose
         # state moved on is skipped when it comes up (see _timer_live).
@@ -394,7 +402,7 @@ class KbrNode:
             return
         kind = datagram.message.TYPE
         self._counts[_stats.RECEIVED + kind] += 1
-        if kind not in _ACCEPTS[self._state] or datagram.sender.id == self._id:
+        if int(kind) not in _ACCEPTS_INT[self._state] or datagram.sender.id == self._id:
             self._counts[_stats.DROPPED + kind] += 1
             return
         self._dispatch(datagram, now)
@@ -424,7 +432,7 @@ class KbrNode:
 
     def next_event(self) -> KbrEvent | None:
         """The next upcall for the layer above, or ``None``."""
-        return self._events.pop(0) if self._events else None
+        return self._events.popleft() if self._events else None
 
     # --- the KeyBasedRouting calls ---------------------------------------------
 
@@ -532,9 +540,14 @@ class KbrNode:
         sender = datagram.sender
         message = datagram.message
         kind = message.TYPE
-        if datagram.member and kind not in _LEARNS_ITSELF:
+        if datagram.member and int(kind) not in _LEARNS_ITSELF_INT:
             self._heard(sender, now)
-        if isinstance(message, Ping):
+        # The data path first: routed and direct messages are most of the traffic.
+        if isinstance(message, Route):
+            self._on_route(sender, message)
+        elif isinstance(message, Direct):
+            self._emit(DirectReceived(message.payload, sender))
+        elif isinstance(message, Ping):
             # A joining node probes before it is a member: answer it too.
             self._send(Pong(message.timestamp), sender.address)
             if datagram.member:
@@ -550,10 +563,6 @@ class KbrNode:
                     self._send(Announce(tuple(self.leaf_set())), sender.address)
         elif isinstance(message, Pong):
             self._on_pong(sender, datagram.member, message.timestamp, now)
-        elif isinstance(message, Route):
-            self._on_route(sender, message)
-        elif isinstance(message, Direct):
-            self._emit(DirectReceived(message.payload, sender))
         elif isinstance(message, Join):
             self._on_join(message, now)
         elif isinstance(message, Rows):
