@@ -78,31 +78,13 @@ class BatchReceiver:
     """Receives up to ``batch`` datagrams per ``recvmmsg`` into preallocated buffers."""
 
     def __init__(self, sock: socket.socket, size: int, batch: int = 64) -> None:
-        if _LIBC is None:
-            raise OSError(errno.ENOSYS, "no C library for recvmmsg")
+        self._call = mmsg.recvmmsg()
         self._fd = sock.fileno()
         self.batch = batch
         self.size = size
         self.buffer = bytearray(size * batch)
         self._store = (ctypes.c_char * len(self.buffer)).from_buffer(self.buffer)
-        base = ctypes.addressof(self._store)
-        self._iov = (_Iovec * batch)()
-        self._msgs = (_Mmsghdr * batch)()
-        for index in range(batch):
-            self._iov[index].iov_base = base + index * size
-            self._iov[index].iov_len = size
-            header = self._msgs[index].msg_hdr
-            header.msg_iov = ctypes.pointer(self._iov[index])
-            header.msg_iovlen = 1
-        self._call = _LIBC.recvmmsg
-        self._call.argtypes = (
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_void_p,
-        )
-        self._call.restype = ctypes.c_int
+        self._iov, self._msgs = mmsg.receive_ring(ctypes.addressof(self._store), size, batch)
         self._msgs_ptr = ctypes.addressof(self._msgs)
 
     def receive(self) -> int:

@@ -173,9 +173,7 @@ class _BatchReader:
     """
 
     def __init__(self, fd: int, family: int, slots: int = _READ_SLOTS) -> None:
-        libc = mmsg.LIBC
-        if libc is None or not hasattr(libc, "recvmmsg"):
-            raise OSError(errno.ENOSYS, "no recvmmsg in this C library")
+        self._call = mmsg.recvmmsg()
         self._fd = fd
         self._family = family
         self._slots = slots
@@ -185,31 +183,16 @@ class _BatchReader:
         self._names = bytearray(_SOCKADDR_IN6 * slots)
         self._store = (ctypes.c_char * len(self._buffer)).from_buffer(self._buffer)
         self._name_store = (ctypes.c_char * len(self._names)).from_buffer(self._names)
-        self._iov = (mmsg.Iovec * slots)()
-        self._msgs = (mmsg.Mmsghdr * slots)()
-        base = ctypes.addressof(self._store)
+        self._iov, self._msgs = mmsg.receive_ring(ctypes.addressof(self._store), _RECV_SIZE, slots)
         names = ctypes.addressof(self._name_store)
         for index in range(slots):
-            self._iov[index].iov_base = base + index * _RECV_SIZE
-            self._iov[index].iov_len = _RECV_SIZE
             header = self._msgs[index].msg_hdr
-            header.msg_iov = ctypes.pointer(self._iov[index])
-            header.msg_iovlen = 1
             header.msg_name = names + index * _SOCKADDR_IN6
             header.msg_namelen = self._namelen
         self._headers = memoryview(self._msgs).cast("B")
         self._stride = ctypes.sizeof(mmsg.Mmsghdr)
         self._len_at = mmsg.Mmsghdr.msg_len.offset
         self._namelen_at = mmsg.Msghdr.msg_namelen.offset
-        self._call = libc.recvmmsg
-        self._call.argtypes = (
-            ctypes.c_int,
-            ctypes.c_void_p,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_void_p,
-        )
-        self._call.restype = ctypes.c_int
         self._ptr = ctypes.addressof(self._msgs)
         self._sources: dict[bytes, Address] = {}
 

@@ -13,8 +13,19 @@ import ctypes.util
 import errno
 import os
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["BATCH", "LIBC", "DatagramBatcher", "Iovec", "Mmsghdr", "Msghdr", "available"]
+__all__ = [
+    "BATCH",
+    "LIBC",
+    "DatagramBatcher",
+    "Iovec",
+    "Mmsghdr",
+    "Msghdr",
+    "available",
+    "receive_ring",
+    "recvmmsg",
+]
 
 #: Datagrams per ``sendmmsg`` call.
 BATCH = 64
@@ -53,6 +64,32 @@ LIBC = _libc()
 def available() -> bool:
     """Whether this platform's C library has ``sendmmsg`` and ``recvmmsg``."""
     return LIBC is not None and hasattr(LIBC, "sendmmsg") and hasattr(LIBC, "recvmmsg")
+
+
+def recvmmsg() -> Any:
+    """The C library's ``recvmmsg`` with its argument types set (raises ENOSYS without one)."""
+    if LIBC is None or not hasattr(LIBC, "recvmmsg"):
+        raise OSError(errno.ENOSYS, "no recvmmsg in this C library")
+    call = LIBC.recvmmsg
+    call.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
+    call.restype = ctypes.c_int
+    return call
+
+
+def receive_ring(base: int, size: int, count: int) -> tuple[Any, Any]:
+    """Iovecs and message headers for ``count`` buffers of ``size`` bytes from address ``base``.
+
+    The caller keeps the memory at ``base`` alive as long as the headers are used.
+    """
+    iov = (Iovec * count)()
+    msgs = (Mmsghdr * count)()
+    for index in range(count):
+        iov[index].iov_base = base + index * size
+        iov[index].iov_len = size
+        header = msgs[index].msg_hdr
+        header.msg_iov = ctypes.pointer(iov[index])
+        header.msg_iovlen = 1
+    return iov, msgs
 
 
 class DatagramBatcher:
