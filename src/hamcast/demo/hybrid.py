@@ -369,7 +369,12 @@ class _Dashboard:
 
     def __init__(self, console: Console, folder: Path, hosts: Iterable[str]) -> None:
         self.console = console
-        argv = [sys.executable, "-m", "hamcast.cli", "monitor", "--listen", "127.0.0.1:0"]
+        # Every daemon is given; following the peers they heard would make this
+        # namespace try the test-bed's addresses, which are not reachable from here.
+        argv = [
+            sys.executable, "-m", "hamcast.cli", "monitor",
+            "--listen", "127.0.0.1:0", "--no-follow-peers",
+        ]  # fmt: skip
         for host in hosts:
             argv += ["--daemon", f"unix:{folder}/{host}.monitor"]
         self.url: str | None = None
