@@ -372,40 +372,58 @@ class Middleware:
         moved = False
         old = sock.joined.get(group)
         if old is not None and old != index:
-            iface = self._ifaces[index]
-            entry = self._entry(index, group)
             try:
-                if not entry.listeners:
-                    iface.technology.join(iface.key, group)
+                self._attach_listener(sock, index, group, reason)
             except HamcastError as exc:
-                logger.warning("moving %s to %s failed: %s", group, iface.info.name, exc)
-                self._drop_if_idle(entry)
+                name = self._ifaces[index].info.name
+                logger.warning("moving %s to %s failed: %s", group, name, exc)
                 return False
-            entry.listeners.add(sock)
-            entry.reason = reason
-            sock.joined[group] = index
-            self._interest_changed(sock, index)
-            self._broadcast(index, MemberJoined(group, index))
             self._release_listener(sock, old, group)
             moved = True
         old = sock.send_iface.get(group)
         if old is not None and old != index:
-            iface = self._ifaces[index]
-            entry = self._entry(index, group)
             try:
-                if not entry.senders:
-                    iface.technology.src_register(iface.key, group)
+                self._attach_sender(sock, index, group, reason)
             except HamcastError as exc:
-                logger.info("moving source %s to %s failed: %s", group, iface.info.name, exc)
-                self._drop_if_idle(entry)
+                name = self._ifaces[index].info.name
+                logger.info("moving source %s to %s failed: %s", group, name, exc)
             else:
-                entry.senders.add(sock)
-                entry.reason = reason
-                sock.send_iface[group] = index
-                self._interest_changed(sock, index)
                 self._release_sender(sock, old, group)
                 moved = True
         return moved
+
+    def _attach_listener(self, sock: SocketState, index: int, group: URI, reason: str) -> None:
+        """Make ``sock`` a listener of ``group`` on ``index`` (the technology joins for the
+        first); a refusal raises and leaves no state."""
+        iface = self._ifaces[index]
+        entry = self._entry(index, group)
+        if not entry.listeners:
+            try:
+                iface.technology.join(iface.key, group)
+            except HamcastError:
+                self._drop_if_idle(entry)
+                raise
+        entry.listeners.add(sock)
+        entry.reason = reason
+        sock.joined[group] = index
+        self._interest_changed(sock, index)
+        self._broadcast(index, MemberJoined(group, index))
+
+    def _attach_sender(self, sock: SocketState, index: int, group: URI, reason: str) -> None:
+        """Make ``sock`` a sender of ``group`` on ``index`` (the technology registers the
+        first); a refusal raises and leaves no state."""
+        iface = self._ifaces[index]
+        entry = self._entry(index, group)
+        if not entry.senders:
+            try:
+                iface.technology.src_register(iface.key, group)
+            except HamcastError:
+                self._drop_if_idle(entry)
+                raise
+        entry.senders.add(sock)
+        entry.reason = reason
+        sock.send_iface[group] = index
+        self._interest_changed(sock, index)
 
     def _group_limit(self, sock: SocketState) -> None:
         if len(sock.joined) + len(sock.send_iface) >= self.config.max_groups_per_socket:
@@ -432,19 +450,7 @@ class Middleware:
             return
         self._group_limit(sock)
         index, reason = self._select(sock, group)
-        iface = self._ifaces[index]
-        entry = self._entry(index, group)
-        if not entry.listeners:
-            try:
-                iface.technology.join(iface.key, group)
-            except HamcastError:
-                self._drop_if_idle(entry)
-                raise
-        entry.listeners.add(sock)
-        entry.reason = reason
-        sock.joined[group] = index
-        self._interest_changed(sock, index)
-        self._broadcast(index, MemberJoined(group, index))
+        self._attach_listener(sock, index, group, reason)
 
     def leave(self, session: Session, sock_id: int, group: URI) -> None:
         sock = self._socket(session, sock_id)
@@ -499,18 +505,7 @@ class Middleware:
             return index
         self._group_limit(sock)
         index, reason = self._select(sock, group)
-        iface = self._ifaces[index]
-        entry = self._entry(index, group)
-        if not entry.senders:
-            try:
-                iface.technology.src_register(iface.key, group)
-            except HamcastError:
-                self._drop_if_idle(entry)
-                raise
-        entry.senders.add(sock)
-        entry.reason = reason
-        sock.send_iface[group] = index
-        self._interest_changed(sock, index)
+        self._attach_sender(sock, index, group, reason)
         return index
 
     def src_deregister(self, session: Session, sock_id: int, group: URI) -> list[int]:
