@@ -43,6 +43,7 @@ from hamcast.ipc.events import (
     ResponseReceived,
     SendFailed,
     SendReceived,
+    SentDirectReported,
     WelcomeReceived,
 )
 from hamcast.ipc.ops import OPS, Op
@@ -52,6 +53,7 @@ FUZZ = settings(max_examples=120, deadline=None)
 
 HELLO, WELCOME, REQUEST, RESPONSE = 0x01, 0x02, 0x10, 0x11
 NAME, SEND, DATA, SEND_FAILED, EVENT = 0x20, 0x30, 0x31, 0x32, 0x40
+SENT_DIRECT = 0x33
 
 
 def frame(ftype: int, body: bytes) -> bytes:
@@ -223,6 +225,7 @@ OP_CASES: dict[Op, tuple[list[Any], list[Any]]] = {
     Op.GROUPS: ([], [[("ham:opaque:news", "local", 1, 2, 0)]]),
     Op.INTERFACE_STATUS: ([1], ['{"verdict": "routed"}']),
     Op.GROUP_TABLE: ([], ['{"groups": [], "gateway": {"candidate": false}}']),
+    Op.PREPARE_DIRECT: ([5, "ham:ip:239.1.2.3:5000"], [1, 65507, 1, "239.1.2.3", 5000, 0]),
 }
 
 
@@ -526,11 +529,12 @@ VALID_BODIES = {
     DATA: struct.pack("<IIII", 1, 1, 1, 1) + b"m",
     SEND_FAILED: struct.pack("<IIH", 1, 1, 100) + s("x"),
     EVENT: struct.pack("<IBIII", 1, 1, 1, 1, 0),
+    SENT_DIRECT: struct.pack("<IIIQ", 1, 1, 3, 300),
 }
 
 
 #: Every defined type, plus undefined ones at the edges and between the groups.
-ALL_TYPES = [*VALID_BODIES, 0x00, 0x03, 0x0F, 0x12, 0x21, 0x33, 0x41, 0x7F, 0x80, 0xFF]
+ALL_TYPES = [*VALID_BODIES, 0x00, 0x03, 0x0F, 0x12, 0x21, 0x34, 0x41, 0x7F, 0x80, 0xFF]
 
 
 def _body(ftype: int) -> bytes:
@@ -542,10 +546,21 @@ def test_server_awaiting_hello_accepts_only_hello(ftype: int) -> None:
     rejects(ServerConnection(1), frame(ftype, _body(ftype)), match="unexpected frame type")
 
 
-@pytest.mark.parametrize("ftype", [t for t in ALL_TYPES if t not in (REQUEST, SEND)])
-def test_open_server_accepts_only_request_and_send(ftype: int) -> None:
+@pytest.mark.parametrize("ftype", [t for t in ALL_TYPES if t not in (REQUEST, SEND, SENT_DIRECT)])
+def test_open_server_accepts_only_request_send_and_reports(ftype: int) -> None:
     server, _ = opened()
     rejects(server, frame(ftype, _body(ftype)), match="unexpected frame type")
+
+
+def test_server_decodes_a_direct_send_report_and_rejects_a_short_one() -> None:
+    server, _ = opened()
+    assert server.receive_data(frame(SENT_DIRECT, VALID_BODIES[SENT_DIRECT])) == [
+        SentDirectReported(1, 1, 3, 300)
+    ]
+    assert ClientConnection.sent_direct_frame(1, 1, 3, 300) == frame(
+        SENT_DIRECT, VALID_BODIES[SENT_DIRECT]
+    )
+    rejects(server, frame(SENT_DIRECT, b"\x00" * 8), match="SENT_DIRECT frame of 8 bytes")
 
 
 @pytest.mark.parametrize("ftype", [t for t in ALL_TYPES if t != WELCOME])
@@ -791,5 +806,6 @@ def test_frame_type_values() -> None:
         "SEND": SEND,
         "DATA": DATA,
         "SEND_FAILED": SEND_FAILED,
+        "SENT_DIRECT": SENT_DIRECT,
         "EVENT": EVENT,
     }

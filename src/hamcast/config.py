@@ -96,6 +96,10 @@ class CoreConfig:
     gateway_ttl: int = 16
     #: Own copies a gateway waits for to drop them (the echo filter's bound).
     gateway_echo_entries: int = 4096
+    #: The direct data path (docs/performance.md): applications send natively
+    #: themselves, on a socket the daemon configured and passed them, where the
+    #: bound technology offers one (``ip``); off, every message passes the daemon.
+    direct: bool = True
 
     def __post_init__(self) -> None:
         if not all(isinstance(name, str) for name in self.preference):

@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import sys
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
+from hamcast.client.direct import close_all, descriptors_in
 from hamcast.core.middleware import GroupInfo
 from hamcast.errors import (
     DaemonUnavailableError,
@@ -79,6 +81,12 @@ class Demux:
         self._names: dict[int, str] = {}
         self._groups: dict[int, URI] = {}
         self.error: HamcastError | None = None
+        #: Descriptors received and not yet matched to a PREPARE_DIRECT answer; the
+        #: matched ones by request id, until the requester takes them.
+        self.fds: deque[int] = deque()
+        self.direct_fds: dict[int, int] = {}
+        #: A read lost descriptors (MSG_CTRUNC): answers can no longer be matched.
+        self.fds_lost = False
 
     def hello(self, name: str = "") -> list[bytes | memoryview]:
         self.conn.send_hello(os.getpid(), name or os.path.basename(sys.argv[0] or "python"))
@@ -96,6 +104,21 @@ class Demux:
         """The stream ended or broke; every waiter should see ``self.error``."""
         if self.error is None:
             self.error = DaemonUnavailableError(reason)
+
+    def ancillary(self, ancdata: list[tuple[int, int, bytes]], flags: int) -> None:
+        """Take the descriptors one read carried (call before feeding its bytes)."""
+        if ancdata:
+            descriptors_in(ancdata, self.fds)
+        if flags & socket.MSG_CTRUNC:
+            self.fds_lost = True
+        if self.fds_lost:
+            close_all(self.fds)
+
+    def close(self) -> None:
+        """Close the descriptors nobody took."""
+        close_all(self.fds)
+        close_all(deque(self.direct_fds.values()))
+        self.direct_fds.clear()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Decode bytes read from the daemon; malformed input marks the connection broken."""
@@ -134,6 +157,10 @@ class Demux:
                 groups.pop(event.name_id, None)
             elif type(event) is ResponseReceived:
                 self.responses[event.request_id] = event
+                # A granted direct socket came with this answer's first byte (docs/ipc.md).
+                granted = event.op is Op.PREPARE_DIRECT and not event.error and event.results[2]
+                if granted and self.fds:
+                    self.direct_fds[event.request_id] = self.fds.popleft()
             elif type(event) is EventReceived:
                 queues = sockets.get(event.sock)
                 if queues is not None and len(queues.events) < queues.max_queue:

@@ -19,16 +19,19 @@ from typing import Any
 
 from hamcast.client.connect import open_stream
 from hamcast.client.demux import Demux, SocketQueues, decode_result, group_rows
+from hamcast.client.direct import ANCILLARY_SPACE, REPORT_INTERVAL, DirectRoute, DirectSockets
 from hamcast.core.middleware import GroupInfo
 from hamcast.errors import (
     ClosedError,
     DaemonUnavailableError,
     HamcastError,
+    MessageTooLongError,
     ReceiveTimeoutError,
     UnsupportedOperationError,
     WouldBlockError,
 )
 from hamcast.events import Event
+from hamcast.ipc.connection import ClientConnection
 from hamcast.ipc.ops import Op
 from hamcast.model import GroupSetEntry, Interface, Message, SocketStats
 from hamcast.uri import URI
@@ -41,6 +44,10 @@ _READ_SIZE = 1 << 18
 #: Buffers per sendmsg in send_many: header and payload of 256 messages (IOV_MAX is 1024).
 _MAX_PARTS = 512
 _HANDSHAKE_TIMEOUT = 10.0
+#: Seconds before a group sent through the daemon asks again for a direct socket.
+_DIRECT_RETRY = 5.0
+#: Group names (as the application spells them) remembered per socket.
+_MAX_ROUTES = 8192
 
 GroupLike = str | URI
 InterfaceLike = int | Interface
@@ -83,6 +90,10 @@ class _Channel:
                 raise self.demux.error from None  # type: ignore[misc]
 
     def request(self, op: Op, args: list[Any]) -> Any:
+        return self.request_with_fd(op, args)[0]
+
+    def request_with_fd(self, op: Op, args: list[Any]) -> tuple[Any, int | None]:
+        """The answer to a request, and the descriptor that came with it, if any."""
         with self._cond:
             if self.demux.error is not None:
                 raise self.demux.error
@@ -92,9 +103,10 @@ class _Channel:
         self.wait(lambda: request_id in responses, None)
         with self._cond:
             response = responses.pop(request_id)
+            fd = self.demux.direct_fds.pop(request_id, None)
         if response.error is not None:
             raise response.error
-        return decode_result(op, response.results)
+        return decode_result(op, response.results), fd
 
     def wait(self, ready: Callable[[], bool], deadline: float | None) -> None:
         """Block until ``ready()`` or ``deadline``; read the stream if nobody else is."""
@@ -111,33 +123,38 @@ class _Channel:
                 self._reading = True
                 self._cond.release()
                 try:
-                    count = self._read(remaining)
+                    count, ancdata, flags = self._read(remaining)
                 finally:
                     self._cond.acquire()
                     self._reading = False
+                if ancdata or flags:
+                    self.demux.ancillary(ancdata, flags)
                 if count:
                     self.demux.feed(self._view[:count])
                 self._cond.notify_all()
 
-    def _read(self, timeout: float | None) -> int:
+    def _read(self, timeout: float | None) -> tuple[int, list[tuple[int, int, bytes]], int]:
+        """Bytes read into the buffer, and the descriptors that came with them."""
         try:
             self.sock.settimeout(timeout)
-            count = self.sock.recv_into(self._buffer)
+            count, ancdata, flags, _ = self.sock.recvmsg_into([self._buffer], ANCILLARY_SPACE)
         except TimeoutError:
-            return 0
+            return 0, [], 0
         except OSError as exc:
             self.demux.lost(f"lost the connection to the hamcast middleware: {exc}")
-            return 0
+            return 0, [], 0
         if count == 0:
             self.demux.lost(
                 "the hamcast middleware closed the connection (was the daemon stopped?)"
             )
-        return count
+        return count, ancdata, flags & socket.MSG_CTRUNC
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        with self._cond:
+            self.demux.close()
 
 
 def _advance(
@@ -182,6 +199,11 @@ class MulticastSocket:
         self._event_thread: threading.Thread | None = None
         self._id: int = self._channel.request(Op.CREATE_SOCKET, [[as_index(i) for i in interfaces]])
         self._queues: SocketQueues = self._channel.demux.add_socket(self._id)
+        #: How each group leaves (docs/performance.md, direct data path), by the
+        #: group as the application passed it and as a URI.
+        self._routes: dict[GroupLike, DirectRoute] = {}
+        self._direct = DirectSockets()
+        self._direct_ok = True
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -196,7 +218,10 @@ class MulticastSocket:
             return
         self._closed = True
         with contextlib.suppress(HamcastError, OSError):
+            self._report_direct()
             self._channel.request(Op.DELETE_SOCKET, [self._id])
+        self._routes.clear()
+        self._direct.close()
         self._channel.close()
         if self._event_thread is not None:
             self._event_thread.join(timeout=2)
@@ -239,22 +264,97 @@ class MulticastSocket:
 
         Raises :class:`~hamcast.errors.MessageTooLongError` (EMSGSIZE) when it
         exceeds the group's maximum message size, and any error an earlier
-        send on this socket met in the middleware.
+        send on this socket met in the middleware. Where the group is bound to
+        native IP the message leaves on a socket the daemon passed this process
+        (the direct data path); elsewhere it goes through the daemon.
         """
-        uri = self._prepared(group)
-        queues = self._queues
-        header = self._channel.demux.send_frame(queues, self._id, uri, message)
+        route = self._routes.get(group)
+        if route is None or (route.sock is None and route.retry_at <= time.monotonic()):
+            route = self._route(group)
+        sock = route.sock
+        if sock is not None:
+            if self._queues.failures:
+                raise self._queues.failures.popleft()
+            if len(message) > route.limit:
+                raise MessageTooLongError(len(message), route.limit)
+            try:
+                sock.sendto(message, route.destination)
+            except OSError as exc:
+                self._lost_direct(route, exc)  # then through the daemon
+            else:
+                route.messages += 1
+                route.size += len(message)
+                now = time.monotonic()
+                if now - route.reported_at >= REPORT_INTERVAL:
+                    self._report(route, now)
+                return
+        header = self._channel.demux.send_frame(self._queues, self._id, route.uri, message)
         self._channel.write([header, message])
 
-    def _prepared(self, group: GroupLike) -> URI:
-        """``group`` as a URI, bound for sending on this socket (PREPARE_SEND once)."""
+    def _route(self, group: GroupLike) -> DirectRoute:
+        """How ``group`` leaves this socket: asks the daemon (PREPARE_DIRECT) once, and
+        again after a revocation or, for a group sent through the daemon, a while."""
         if self._closed:
             raise ClosedError("the multicast socket is closed")
         uri = group if isinstance(group, URI) else URI.parse(group)
-        if uri not in self._queues.send_ids:
-            name_id, limit = self._call(Op.PREPARE_SEND, self._id, str(uri))
-            self._queues.send_ids[uri] = (name_id, limit)
-        return uri
+        route = self._routes.get(uri)
+        if route is None or (route.sock is None and route.retry_at <= time.monotonic()):
+            route = self._prepare(uri)
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
+            self._routes[uri] = route
+        self._routes[group] = route
+        return route
+
+    def _prepare(self, uri: URI) -> DirectRoute:
+        if self._direct_ok:
+            try:
+                results, fd = self._channel.request_with_fd(Op.PREPARE_DIRECT, [self._id, str(uri)])
+            except UnsupportedOperationError:  # a daemon older than the direct path
+                self._direct_ok = False
+            else:
+                name_id, limit, _, address, port, scope = results
+                self._queues.send_ids[uri] = (name_id, limit)
+                if fd is None:
+                    route = DirectRoute(uri, name_id, limit)
+                    # Through the daemon for now; the binding may move to native IP.
+                    route.retry_at = time.monotonic() + _DIRECT_RETRY
+                    return route
+                sock = self._direct.adopt(fd)
+                return DirectRoute(uri, name_id, limit, sock, (address, port, scope))
+        name_id, limit = self._call(Op.PREPARE_SEND, self._id, str(uri))
+        self._queues.send_ids[uri] = (name_id, limit)
+        return DirectRoute(uri, name_id, limit)
+
+    def _report(self, route: DirectRoute, now: float) -> None:
+        """Tell the daemon what went out directly since the last report (its counters)."""
+        route.reported_at = now
+        if route.messages:
+            frame = ClientConnection.sent_direct_frame(
+                self._id, route.name_id, route.messages, route.size
+            )
+            route.messages = route.size = 0
+            self._channel.write([frame])
+
+    def _report_direct(self) -> None:
+        now = time.monotonic()
+        for route in set(self._routes.values()):
+            if route.sock is not None:
+                self._report(route, now)
+
+    def _lost_direct(self, route: DirectRoute, exc: OSError) -> None:
+        """The daemon revoked the route's socket (EPIPE) or it failed: forget every route
+        on it; their groups ask the daemon again at their next send."""
+        sock = route.sock
+        assert sock is not None
+        logger.debug("direct socket for %s gone (%s); asking the daemon again", route.uri, exc)
+        now = time.monotonic()
+        for key, other in list(self._routes.items()):
+            if other.sock is sock:
+                self._report(other, now)
+                other.sock = None
+                del self._routes[key]
+        self._direct.drop(sock)
 
     def send_many(
         self, group: GroupLike, messages: Iterable[bytes | bytearray | memoryview]
@@ -263,23 +363,41 @@ class MulticastSocket:
 
         The same as calling :meth:`send` for each, but the frames leave in
         one system call per up to 256 messages, and the daemon can pass a
-        run to its technology in one go (docs/performance.md). Every message
-        is checked before any is sent: one too long raises
+        run to its technology in one go (docs/performance.md); on the direct
+        data path it is one ``sendmmsg`` per 64 messages. Every message is
+        checked before any is sent: one too long raises
         :class:`~hamcast.errors.MessageTooLongError` and nothing is sent.
         Returns the number of messages sent.
         """
-        uri = self._prepared(group)
-        queues = self._queues
+        route = self._routes.get(group)
+        if route is None or (route.sock is None and route.retry_at <= time.monotonic()):
+            route = self._route(group)
+        payloads = messages if isinstance(messages, list) else list(messages)
+        count = len(payloads)
+        if route.sock is not None:
+            if self._queues.failures:
+                raise self._queues.failures.popleft()
+            for message in payloads:
+                if len(message) > route.limit:
+                    raise MessageTooLongError(len(message), route.limit)
+            sent, error = route.send_many(payloads)
+            if error is None:
+                now = time.monotonic()
+                if now - route.reported_at >= REPORT_INTERVAL:
+                    self._report(route, now)
+                return count
+            self._lost_direct(route, error)  # the rest through the daemon
+            payloads = payloads[sent:]
         send_frame = self._channel.demux.send_frame
         parts: list[bytes | bytearray | memoryview] = []
-        for message in messages:
-            parts.append(send_frame(queues, self._id, uri, message))
+        for message in payloads:
+            parts.append(send_frame(self._queues, self._id, route.uri, message))
             parts.append(message)
         write = self._channel.write
         # sendmsg takes at most IOV_MAX (1024) buffers.
         for start in range(0, len(parts), _MAX_PARTS):
             write(parts[start : start + _MAX_PARTS])
-        return len(parts) // 2
+        return count
 
     def receive(self, timeout: float | None = None) -> Message:
         """The next message: waits forever, or ``timeout`` seconds (ReceiveTimeoutError)."""
@@ -324,6 +442,7 @@ class MulticastSocket:
     def del_interface(self, interface: InterfaceLike) -> None:
         self._call(Op.DEL_INTERFACE, self._id, as_index(interface))
         self._queues.send_ids.clear()
+        self._routes.clear()  # the daemon revoked the interface's direct socket
 
     def set_ttl(self, ttl: int, interfaces: Iterable[InterfaceLike] = ()) -> None:
         """Set the TTL / hop limit, on the given interfaces or all of the socket's."""
@@ -426,6 +545,7 @@ class MulticastSocket:
         ``dropped`` counts messages lost in the daemon and in this process's
         bounded queue; ``received`` those that reached this process's queue.
         """
+        self._report_direct()  # what went out directly counts in ``sent``
         sent, received, dropped, failed = self._call(Op.STATS, self._id)
         local = self._queues.dropped
         return SocketStats(sent, received - local, dropped + local, failed)

@@ -51,7 +51,7 @@ from hamcast.errors import (
 from hamcast.events import BindingChanged, Event, MemberJoined, MemberLeft, SourceAppeared
 from hamcast.gateway import Gateway
 from hamcast.model import GroupRole, GroupSetEntry, Interface, SocketStats
-from hamcast.technologies.base import DomainView, Technology
+from hamcast.technologies.base import DirectSender, DomainView, Technology
 from hamcast.uri import URI
 
 __all__ = ["GroupInfo", "Middleware", "Session", "SessionSink", "SocketState"]
@@ -88,6 +88,10 @@ class SocketState:
     send_iface: dict[URI, int] = field(default_factory=dict)
     #: Created on all interfaces: interfaces that appear later are added too.
     every_interface: bool = False
+    #: The direct data path: per interface a send socket the application holds a
+    #: copy of, and the groups it was told to send on it (by interface).
+    direct: dict[int, DirectSender] = field(default_factory=dict)
+    direct_groups: dict[URI, int] = field(default_factory=dict)
     events: bool = False
     sent: int = 0
     received: int = 0
@@ -247,6 +251,7 @@ class Middleware:
             del self._groups[entry_key]
         for session in self._sessions.values():
             for sock in session.sockets.values():
+                self._revoke_direct(sock, index)
                 if index in sock.interfaces:
                     sock.interfaces.remove(index)
                     sock.ttl.pop(index, None)
@@ -321,6 +326,8 @@ class Middleware:
             self._leave(sock, group)
         for group in list(sock.send_iface):
             self._deregister(sock, group)
+        for index in list(sock.direct):
+            self._revoke_direct(sock, index)
         del session.sockets[sock_id]
 
     # --- binding -------------------------------------------------------------
@@ -524,6 +531,8 @@ class Middleware:
         return self._release_sender(sock, index, group)
 
     def _release_sender(self, sock: SocketState, index: int, group: URI) -> list[int]:
+        if sock.direct_groups.get(group) == index:
+            self._revoke_direct(sock, index)  # the application must not send there any more
         entry = self._groups.get((index, group))
         if entry is None:
             return []
@@ -549,6 +558,53 @@ class Middleware:
         index = self._add_sender(sock, group)
         iface = self._ifaces[index]
         return iface.technology.max_msg_size(iface.key)
+
+    def prepare_direct(
+        self, session: Session, sock_id: int, group: URI
+    ) -> tuple[int, DirectSender | None, tuple[str, int, int] | None]:
+        """:meth:`prepare_send`, and where the bound technology offers one, a socket the
+        application may send ``group``'s messages on itself, with their destination.
+
+        One socket per (multicast socket, interface), shared by its groups there.
+        It is revoked (its sends fail with EPIPE) when one of those groups stops
+        being sent on that interface (moved, deregistered), the interface goes,
+        or the socket is deleted; the application then asks again.
+        """
+        limit = self.prepare_send(session, sock_id, group)
+        if not self.config.direct:
+            return limit, None, None
+        sock = self._socket(session, sock_id)
+        group = group.without_credentials()
+        index = sock.send_iface[group]
+        sender = sock.direct.get(index)
+        if sender is None:
+            iface = self._ifaces[index]
+            sender = iface.technology.direct_sender(iface.key, sock.ttl[index])
+            if sender is None:
+                return limit, None, None
+            sock.direct[index] = sender
+        destination = sender.destination(group)
+        sock.direct_groups[group] = index
+        return limit, sender, destination
+
+    def sent_directly(
+        self, session: Session, sock_id: int, group: URI, messages: int, size: int
+    ) -> None:
+        """Count what the application reports it sent on its direct socket."""
+        sock = self._socket(session, sock_id)
+        sock.sent += messages
+        index = sock.send_iface.get(group)
+        entry = self._groups.get((index, group)) if index is not None else None
+        if entry is not None:
+            entry.messages_out += messages
+            entry.bytes_out += size
+
+    def _revoke_direct(self, sock: SocketState, index: int) -> None:
+        sender = sock.direct.pop(index, None)
+        if sender is not None:
+            sender.revoke()
+        for group in [g for g, i in sock.direct_groups.items() if i == index]:
+            del sock.direct_groups[group]
 
     def send(self, session: Session, sock_id: int, group: URI, payload: bytes | memoryview) -> None:
         """Send one message; errors raise (and count as ``send_failed``)."""
@@ -621,6 +677,7 @@ class Middleware:
             self._leave(sock, group)
         for group in [g for g, i in sock.send_iface.items() if i == index]:
             self._deregister(sock, group)
+        self._revoke_direct(sock, index)
         sock.interfaces.remove(index)
         sock.ttl.pop(index, None)
 
@@ -634,6 +691,9 @@ class Middleware:
                 raise UnknownInterfaceError(f"socket {sock_id} does not use interface {index}")
         for index in targets:
             sock.ttl[index] = ttl
+            direct = sock.direct.get(index)
+            if direct is not None:
+                direct.set_ttl(ttl)
 
     def get_ttl(self, session: Session, sock_id: int, index: int = 0) -> int:
         sock = self._socket(session, sock_id)

@@ -15,6 +15,7 @@ past those bounds.
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import json
@@ -39,7 +40,7 @@ from hamcast.events import (
     SourceAppeared,
 )
 from hamcast.ipc.connection import ServerConnection
-from hamcast.ipc.events import HelloReceived, RequestReceived, SendReceived
+from hamcast.ipc.events import HelloReceived, RequestReceived, SendReceived, SentDirectReported
 from hamcast.ipc.names import NameTable
 from hamcast.ipc.ops import Op
 from hamcast.ipc.wire import NameKind
@@ -130,6 +131,8 @@ class ClientSession(asyncio.Protocol):
                 run = []
             if type(event) is RequestReceived:
                 self._request(event)
+            elif type(event) is SentDirectReported:
+                self._sent_direct(event)
             elif type(event) is HelloReceived:
                 session = self.session = middleware.open_session(self, event.pid, event.name)
                 self.conn.session_id = session.id
@@ -164,6 +167,15 @@ class ClientSession(asyncio.Protocol):
         except HamcastError as exc:
             self.conn.send_failed(sock, group, exc)
 
+    def _sent_direct(self, event: SentDirectReported) -> None:
+        """Count what the client sent on its direct socket (garbage counts nothing)."""
+        uri = self._group_uris.get(event.group)
+        if uri is None or event.group not in self._prepared.get(event.sock, ()):
+            return
+        assert self.session is not None
+        with contextlib.suppress(HamcastError):  # the socket is already gone
+            self.middleware.sent_directly(self.session, event.sock, uri, event.messages, event.size)
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:
             self.middleware.close_session(self.session)
@@ -186,6 +198,9 @@ class ClientSession(asyncio.Protocol):
 
     def _request(self, event: RequestReceived) -> None:
         assert self.session is not None
+        if event.op is Op.PREPARE_DIRECT:
+            self._prepare_direct(event)
+            return
         try:
             results = self._dispatch(event.op, event.args)
         except HamcastError as exc:
@@ -273,6 +288,52 @@ class ClientSession(asyncio.Protocol):
         assert self.session is not None
         uri = uri.without_credentials()
         limit = self.middleware.prepare_send(self.session, sock, uri)
+        return [self._send_name(sock, uri), limit]
+
+    def _prepare_direct(self, event: RequestReceived) -> None:
+        """PREPARE_DIRECT: PREPARE_SEND's answer, with a direct socket where the core
+        grants one (docs/ipc.md). The descriptor travels with the answer's first
+        byte, so the answer must not queue behind other output: with output
+        pending, or a stream that cannot pass descriptors, the answer says none."""
+        assert self.session is not None
+        sock, text = event.args
+        try:
+            uri = URI.parse(text).without_credentials()
+            limit, sender, destination = self.middleware.prepare_direct(self.session, sock, uri)
+            name_id = self._send_name(sock, uri)
+        except HamcastError as exc:
+            self.conn.send_error(event.request_id, exc)
+            return
+        if sender is not None and destination is not None:
+            self._flush()
+            results = [name_id, limit, 1, *destination]
+            if self._send_with_descriptor(event.request_id, results, sender.socket.fileno()):
+                return
+        self.conn.send_response(event.request_id, Op.PREPARE_DIRECT, [name_id, limit, 0, "", 0, 0])
+
+    def _send_with_descriptor(self, request_id: int, results: list[Any], fd: int) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        stream = transport.get_extra_info("socket")
+        if stream is None or stream.family != socket.AF_UNIX:
+            return False
+        self.conn.send_response(request_id, Op.PREPARE_DIRECT, results)
+        data = b"".join(self.conn.data_to_send())
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=stream.fileno())
+        try:
+            fds = array.array("i", [fd])
+            sent = raw.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        except OSError:
+            return False  # full or broken: answer without (the transport sees a break)
+        finally:
+            raw.detach()
+        if sent < len(data):
+            transport.write(data[sent:])
+        return True
+
+    def _send_name(self, sock: int, uri: URI) -> int:
+        """The group's name id, pinned while socket ``sock`` may send to it."""
         name_id = self._name(NameKind.GROUP, uri.name)
         prepared = self._prepared.setdefault(sock, set())
         if name_id not in prepared:
@@ -286,7 +347,7 @@ class ClientSession(asyncio.Protocol):
             self.names.pin(name_id)
             prepared.add(name_id)
         self._group_uris[name_id] = uri
-        return [name_id, limit]
+        return name_id
 
     def _name(self, kind: NameKind, text: str) -> int:
         name_id, new = self.names.intern(kind, text)

@@ -32,6 +32,7 @@ from hamcast.ipc.events import (
     ResponseReceived,
     SendFailed,
     SendReceived,
+    SentDirectReported,
     WelcomeReceived,
 )
 from hamcast.ipc.ops import OPS, Op
@@ -62,6 +63,7 @@ _WELCOME = struct.Struct("<4sHII")  # magic, version (0 = refused), session id, 
 _SEND_FAILED = struct.Struct("<IIH")  # sock, group id, error code; then the text
 _SEND_IDS = struct.Struct("<II")  # sock, group id at the start of a SEND body
 _DATA_IDS = struct.Struct("<IIII")  # sock, group id, source id, interface of a DATA body
+_SENT_DIRECT = struct.Struct("<IIIQ")  # sock, group id, messages, bytes
 # Plain ints for the per-frame comparisons: IntEnum attribute lookups cost more.
 _SEND: int = FrameType.SEND.value
 _DATA: int = FrameType.DATA.value
@@ -132,8 +134,8 @@ class ServerConnection(_Endpoint):
 
     def receive_data(
         self, data: bytes | bytearray | memoryview
-    ) -> list[HelloReceived | RequestReceived | SendReceived]:
-        events: list[HelloReceived | RequestReceived | SendReceived] = []
+    ) -> list[HelloReceived | RequestReceived | SendReceived | SentDirectReported]:
+        events: list[HelloReceived | RequestReceived | SendReceived | SentDirectReported] = []
         append = events.append
         unpack_ids = _SEND_IDS.unpack_from
         request: RequestReceived | None
@@ -149,6 +151,10 @@ class ServerConnection(_Endpoint):
                 request = self._request(body)
                 if request is not None:
                     append(request)
+            elif ftype == FrameType.SENT_DIRECT and opened:
+                if len(body) != _SENT_DIRECT.size:
+                    raise self._fail(f"SENT_DIRECT frame of {len(body)} bytes, not 20")
+                append(SentDirectReported(*_SENT_DIRECT.unpack(body)))
             elif ftype == FrameType.HELLO and self.state is ConnectionState.AWAITING_HELLO:
                 append(self._hello(body))
                 opened = True
@@ -274,6 +280,11 @@ class ClientConnection(_Endpoint):
     def send_header(sock: int, group: int, size: int) -> bytes:
         """The header of a SEND frame for a payload of ``size`` bytes."""
         return SEND_HEADER.pack(size + 9, FrameType.SEND, sock, group)
+
+    @staticmethod
+    def sent_direct_frame(sock: int, group: int, messages: int, size: int) -> bytes:
+        """A SENT_DIRECT frame: what socket ``sock`` sent to group id ``group`` directly."""
+        return _frame(FrameType.SENT_DIRECT, _SENT_DIRECT.pack(sock, group, messages, size))
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Complete events: the classes of :mod:`hamcast.ipc.events` for the client side."""

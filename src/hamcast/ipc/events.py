@@ -22,6 +22,7 @@ __all__ = [
     "ResponseReceived",
     "SendFailed",
     "SendReceived",
+    "SentDirectReported",
     "WelcomeReceived",
 ]
 
@@ -51,6 +52,16 @@ class SendReceived(NamedTuple):
     sock: int
     group: int
     payload: memoryview
+
+
+class SentDirectReported(NamedTuple):
+    """The client sent ``messages`` (``size`` bytes) to group name id ``group`` on
+    socket ``sock``'s direct socket since its last report."""
+
+    sock: int
+    group: int
+    messages: int
+    size: int
 
 
 # --- seen by the client -------------------------------------------------------

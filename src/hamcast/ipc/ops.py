@@ -44,6 +44,7 @@ class Op(enum.IntEnum):
     GROUPS = 25
     INTERFACE_STATUS = 26
     GROUP_TABLE = 27
+    PREPARE_DIRECT = 28
 
 
 class OpSpec(NamedTuple):
@@ -95,4 +96,7 @@ OPS: dict[Op, OpSpec] = {
     Op.INTERFACE_STATUS: OpSpec("I", "S"),
     # -> JSON object: the group table with each binding's reason, and the gateway's state
     Op.GROUP_TABLE: OpSpec("", "S"),
+    # socket, group URI -> as PREPARE_SEND, then whether a direct socket comes with
+    # the answer (SCM_RIGHTS) and its destination: address, port, IPv6 scope
+    Op.PREPARE_DIRECT: OpSpec("IS", "IIBSHI"),
 }

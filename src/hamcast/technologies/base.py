@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import importlib.metadata
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -37,6 +38,7 @@ from hamcast.uri import URI
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Assessment",
+    "DirectSender",
     "DomainView",
     "Technology",
     "TechnologyInterface",
@@ -104,6 +106,33 @@ class DomainView:
     def designated(self, name: str) -> bool:
         """Whether this daemon is the designated gateway of group ``name``."""
         return self.winner(name) == self.me
+
+
+class DirectSender(abc.ABC):
+    """A datagram socket an application may send a group's messages on itself.
+
+    The direct data path (docs/performance.md): the daemon configures the
+    socket (interface, TTL, loopback), passes the application a duplicate of
+    it, and keeps its own copy to change the TTL and to revoke it. What the
+    application sends on it is on the wire exactly what the technology sends.
+    """
+
+    @property
+    @abc.abstractmethod
+    def socket(self) -> socket.socket:
+        """The daemon's copy of the socket (the application gets a duplicate)."""
+
+    @abc.abstractmethod
+    def destination(self, group: URI) -> tuple[str, int, int]:
+        """Where ``group``'s datagrams go: (address, port, IPv6 scope or 0)."""
+
+    @abc.abstractmethod
+    def set_ttl(self, ttl: int) -> None:
+        """Set the TTL / hop limit, for every copy of the socket."""
+
+    @abc.abstractmethod
+    def revoke(self) -> None:
+        """Shut the socket down for every copy (their sends fail with EPIPE) and close it."""
 
 
 class Upcalls(Protocol):
@@ -231,6 +260,11 @@ class Technology(abc.ABC):
         """
         for payload in payloads:
             self.send(iface, group, payload, ttl, origin)
+
+    def direct_sender(self, iface: str, ttl: int) -> DirectSender | None:
+        """A socket applications may send on themselves, or None (the default: all
+        messages pass through the daemon). Each call opens a new one."""
+        return None
 
     @abc.abstractmethod
     def max_msg_size(self, iface: str) -> int:

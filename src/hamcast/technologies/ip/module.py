@@ -46,6 +46,7 @@ Options (``[technology.ip]``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import ipaddress
@@ -76,7 +77,13 @@ from hamcast.errors import (
 from hamcast.events import InterfaceChanged, MemberJoined, MemberLeft
 from hamcast.mapping import GroupMapping, NameTable, map_group
 from hamcast.model import GroupRole, GroupSetEntry
-from hamcast.technologies.base import Assessment, DomainView, Technology, TechnologyInterface
+from hamcast.technologies.base import (
+    Assessment,
+    DirectSender,
+    DomainView,
+    Technology,
+    TechnologyInterface,
+)
 from hamcast.technologies.ip import sockopts
 from hamcast.technologies.ip.domain import DOMAIN_GROUP_V4, DOMAIN_GROUP_V6, DomainTable
 from hamcast.technologies.ip.mmsg import BATCH, DatagramBatcher
@@ -638,6 +645,17 @@ class IpTechnology(Technology):
             # What the kernel had no room for is dropped, as UDP does (send_drops).
             link.send_drops += len(chunk) - sent
 
+    def direct_sender(self, iface: str, ttl: int) -> DirectSender:
+        """A send socket of its own for one application socket (the direct data path)."""
+        link = self._link(iface)
+        sock = sockopts.open_sender(link.family, link.netif.index)
+        try:
+            sockopts.set_ttl(sock, link.family, ttl)
+        except OSError as exc:
+            sock.close()
+            raise sockopts.multicast_error("setting the TTL", exc, link.netif.name) from None
+        return _DirectSender(self, link, sock)
+
     def _sender(self, link: _Link, ttl: int) -> socket.socket:
         """The link's send socket (opened on first use), set to ``ttl``."""
         sender = link.sender
@@ -848,6 +866,37 @@ class IpTechnology(Technology):
                 arrivals.clear()
             arrivals[key] = (link, group, where)
             deliver(self, link.key, group, where, data)
+
+
+class _DirectSender(DirectSender):
+    """A send socket on one link that an application uses itself (docs/performance.md)."""
+
+    def __init__(self, technology: IpTechnology, link: _Link, sock: socket.socket) -> None:
+        self._technology = technology
+        self._link = link
+        self._sock = sock
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    def destination(self, group: URI) -> tuple[str, int, int]:
+        link = self._link
+        mapping, address = self._technology._target(link, group)
+        return str(address), mapping.port, link.netif.index if link.family == 6 else 0
+
+    def set_ttl(self, ttl: int) -> None:
+        try:
+            sockopts.set_ttl(self._sock, self._link.family, ttl)
+        except OSError as exc:
+            raise sockopts.multicast_error("setting the TTL", exc, self._link.netif.name) from None
+
+    def revoke(self) -> None:
+        # On an unconnected UDP socket shutdown() reports ENOTCONN but takes
+        # effect: every copy's sends fail with EPIPE from now on.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
 
 
 _ANNOUNCE_GROUPS = (ANNOUNCE_GROUP_V4, ANNOUNCE_GROUP_V6)
