@@ -119,6 +119,45 @@ def test_same_lan_ipv4_delivery_carries_the_senders_name(daemons: Daemons) -> No
         assert {m.interface for m in got} == {ip_interface(rx, 4).index}
 
 
+def group_row(sock: hamcast.MulticastSocket, group: str) -> hamcast.GroupInfo:
+    (row,) = [r for r in sock.groups() if str(r.group) == group]
+    return row
+
+
+def test_native_sends_take_the_direct_path_and_are_counted(daemons: Daemons) -> None:
+    group = "ham:opaque:direct-counted"
+    with daemons.socket("h2") as rx, daemons.socket("h1") as tx:
+        rx.join(group)
+        tx.send_many(group, [b"batch %d" % i for i in range(30)])
+        for i in range(20):
+            tx.send(group, b"one %d" % i)
+        got = [rx.receive(timeout=5).payload for _ in range(50)]
+        assert got == [b"batch %d" % i for i in range(30)] + [b"one %d" % i for i in range(20)]
+        assert tx.stats().sent == 50, "stats() collects what went out directly"
+        row = group_row(tx, group)
+        assert (row.technology, row.senders, row.direct_senders) == ("ip", 1, 1)
+        assert (row.messages_out, row.bytes_out) == (50, sum(len(m) for m in got))
+
+
+def test_a_revoked_direct_socket_falls_back_and_loses_nothing(daemons: Daemons) -> None:
+    group = "ham:opaque:direct-revoked"
+    with daemons.socket("h2") as rx, daemons.socket("h1") as tx:
+        rx.join(group)
+        tx.src_register(group)
+        for i in range(10):
+            tx.send(group, b"before %d" % i)
+        # Deregistering revokes the socket (the daemon shuts it down): the next send
+        # meets EPIPE, goes through the daemon and asks for a direct socket again.
+        tx.src_deregister(group)
+        for i in range(10):
+            tx.send(group, b"after %d" % i)
+        got = [rx.receive(timeout=5).payload for _ in range(20)]
+        assert got == [b"before %d" % i for i in range(10)] + [b"after %d" % i for i in range(10)]
+        assert drain(rx) == 0
+        assert tx.stats().sent == 20
+        assert group_row(tx, group).direct_senders == 1, "granted again after the revocation"
+
+
 def test_same_lan_ipv6_delivery(daemons: Daemons) -> None:
     net = daemons.net
     group = "ham:ip:[ff15::4:1]:6001"

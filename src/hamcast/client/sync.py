@@ -349,11 +349,12 @@ class MulticastSocket:
         assert sock is not None
         logger.debug("direct socket for %s gone (%s); asking the daemon again", route.uri, exc)
         now = time.monotonic()
-        for key, other in list(self._routes.items()):
-            if other.sock is sock:
-                self._report(other, now)
-                other.sock = None
-                del self._routes[key]
+        gone = {key: other for key, other in self._routes.items() if other.sock is sock}
+        for key, other in gone.items():
+            self._report(other, now)
+            del self._routes[key]
+        for other in gone.values():
+            other.sock = None
         self._direct.drop(sock)
 
     def send_many(

@@ -153,6 +153,8 @@ class GroupInfo:
     messages_out: int = 0
     bytes_out: int = 0
     drops: int = 0
+    #: Of ``senders``, those that send on their own socket (the direct data path).
+    direct_senders: int = 0
 
 
 @dataclass(slots=True)
@@ -792,6 +794,7 @@ class Middleware:
                     entry.messages_out,
                     entry.bytes_out,
                     entry.drops,
+                    sum(s.direct_groups.get(entry.group) == entry.iface for s in entry.senders),
                 )
             )
         return sorted(rows, key=lambda r: (str(r.group), r.interface))
