@@ -36,6 +36,7 @@ from hamcast.ipc.connection import (
 )
 from hamcast.ipc.events import (
     DataReceived,
+    DirectReported,
     EventReceived,
     HelloReceived,
     NameDefined,
@@ -43,7 +44,6 @@ from hamcast.ipc.events import (
     ResponseReceived,
     SendFailed,
     SendReceived,
-    SentDirectReported,
     WelcomeReceived,
 )
 from hamcast.ipc.ops import OPS, Op
@@ -53,7 +53,7 @@ FUZZ = settings(max_examples=120, deadline=None)
 
 HELLO, WELCOME, REQUEST, RESPONSE = 0x01, 0x02, 0x10, 0x11
 NAME, SEND, DATA, SEND_FAILED, EVENT = 0x20, 0x30, 0x31, 0x32, 0x40
-SENT_DIRECT = 0x33
+DIRECT_REPORT = 0x33
 
 
 def frame(ftype: int, body: bytes) -> bytes:
@@ -226,6 +226,7 @@ OP_CASES: dict[Op, tuple[list[Any], list[Any]]] = {
     Op.INTERFACE_STATUS: ([1], ['{"verdict": "routed"}']),
     Op.GROUP_TABLE: ([], ['{"groups": [], "gateway": {"candidate": false}}']),
     Op.PREPARE_DIRECT: ([5, "ham:ip:239.1.2.3:5000"], [1, 65507, 1, "239.1.2.3", 5000, 0]),
+    Op.RECEIVE_DIRECT: ([5, "ham:ip:239.1.2.3:5000"], [1, 1, 2]),
 }
 
 
@@ -529,7 +530,7 @@ VALID_BODIES = {
     DATA: struct.pack("<IIII", 1, 1, 1, 1) + b"m",
     SEND_FAILED: struct.pack("<IIH", 1, 1, 100) + s("x"),
     EVENT: struct.pack("<IBIII", 1, 1, 1, 1, 0),
-    SENT_DIRECT: struct.pack("<IIIQ", 1, 1, 3, 300),
+    DIRECT_REPORT: struct.pack("<IIIQIQ", 1, 1, 3, 300, 2, 20),
 }
 
 
@@ -546,7 +547,7 @@ def test_server_awaiting_hello_accepts_only_hello(ftype: int) -> None:
     rejects(ServerConnection(1), frame(ftype, _body(ftype)), match="unexpected frame type")
 
 
-@pytest.mark.parametrize("ftype", [t for t in ALL_TYPES if t not in (REQUEST, SEND, SENT_DIRECT)])
+@pytest.mark.parametrize("ftype", [t for t in ALL_TYPES if t not in (REQUEST, SEND, DIRECT_REPORT)])
 def test_open_server_accepts_only_request_send_and_reports(ftype: int) -> None:
     server, _ = opened()
     rejects(server, frame(ftype, _body(ftype)), match="unexpected frame type")
@@ -554,13 +555,13 @@ def test_open_server_accepts_only_request_send_and_reports(ftype: int) -> None:
 
 def test_server_decodes_a_direct_send_report_and_rejects_a_short_one() -> None:
     server, _ = opened()
-    assert server.receive_data(frame(SENT_DIRECT, VALID_BODIES[SENT_DIRECT])) == [
-        SentDirectReported(1, 1, 3, 300)
+    assert server.receive_data(frame(DIRECT_REPORT, VALID_BODIES[DIRECT_REPORT])) == [
+        DirectReported(1, 1, 3, 300, 2, 20)
     ]
-    assert ClientConnection.sent_direct_frame(1, 1, 3, 300) == frame(
-        SENT_DIRECT, VALID_BODIES[SENT_DIRECT]
+    assert ClientConnection.direct_report_frame(1, 1, (3, 300), (2, 20)) == frame(
+        DIRECT_REPORT, VALID_BODIES[DIRECT_REPORT]
     )
-    rejects(server, frame(SENT_DIRECT, b"\x00" * 8), match="SENT_DIRECT frame of 8 bytes")
+    rejects(server, frame(DIRECT_REPORT, b"\x00" * 8), match="of 8 bytes, not 32")
 
 
 @pytest.mark.parametrize("ftype", [t for t in ALL_TYPES if t != WELCOME])
@@ -806,6 +807,6 @@ def test_frame_type_values() -> None:
         "SEND": SEND,
         "DATA": DATA,
         "SEND_FAILED": SEND_FAILED,
-        "SENT_DIRECT": SENT_DIRECT,
+        "DIRECT_REPORT": DIRECT_REPORT,
         "EVENT": EVENT,
     }

@@ -158,8 +158,7 @@ class Demux:
             elif type(event) is ResponseReceived:
                 self.responses[event.request_id] = event
                 # A granted direct socket came with this answer's first byte (docs/ipc.md).
-                granted = event.op is Op.PREPARE_DIRECT and not event.error and event.results[2]
-                if granted and self.fds:
+                if event.error is None and _grants(event.op, event.results) and self.fds:
                     self.direct_fds[event.request_id] = self.fds.popleft()
             elif type(event) is EventReceived:
                 queues = sockets.get(event.sock)
@@ -212,6 +211,15 @@ class Demux:
         if len(payload) > limit:
             raise MessageTooLongError(len(payload), limit)
         return self.conn.send_header(sock_id, name_id, len(payload))
+
+
+def _grants(op: Op, results: list[Any]) -> bool:
+    """Whether an answer says a direct socket came with it (docs/ipc.md)."""
+    if op is Op.PREPARE_DIRECT:
+        return bool(results[2])
+    if op is Op.RECEIVE_DIRECT:
+        return bool(results[1])
+    return False
 
 
 def group_rows(table: dict[str, Any]) -> list[GroupInfo]:

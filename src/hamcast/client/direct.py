@@ -10,7 +10,7 @@ The daemon stays in charge: it changes the TTL on its copy of the socket,
 and revokes the socket (shuts it down, so sends on every copy fail with
 EPIPE) when the binding moves or the group is deregistered; the client then
 drops every route on that socket and asks again. Sent messages are counted
-here and reported to the daemon (SENT_DIRECT frames) at least every
+here and reported to the daemon (DIRECT_REPORT frames) at least every
 :data:`REPORT_INTERVAL` seconds of sending, at ``stats()`` and at close.
 """
 
@@ -23,13 +23,16 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Sequence
+from typing import Any
 
+from hamcast.model import Message
 from hamcast.technologies.ip import mmsg
 from hamcast.uri import URI
 
 __all__ = [
     "ANCILLARY_SPACE",
     "REPORT_INTERVAL",
+    "DirectInbox",
     "DirectRoute",
     "DirectSockets",
     "close_all",
@@ -117,6 +120,67 @@ class DirectRoute:
             return done, exc
         self.messages += done
         return done, None
+
+
+class DirectInbox:
+    """One joined group received on a socket of this process's own (the receiving half
+    of the direct data path): each datagram is a message, its sender the source."""
+
+    __slots__ = (
+        "_sources",
+        "interface",
+        "name_id",
+        "received",
+        "reported_at",
+        "size",
+        "sock",
+        "uri",
+    )
+
+    def __init__(self, uri: URI, name_id: int, interface: int, sock: socket.socket) -> None:
+        self.uri = uri
+        self.name_id = name_id
+        self.interface = interface
+        self.sock = sock
+        #: Read and not reported yet (those the socket's full queue dropped included).
+        self.received = 0
+        self.size = 0
+        self.reported_at = 0.0
+        self._sources: dict[Any, str] = {}
+
+    def drain(self, messages: deque[Message], max_queue: int, buffer: bytearray) -> int:
+        """Move what arrived (up to 256 datagrams) into ``messages``, at most
+        ``max_queue`` in all; returns how many did not fit (dropped)."""
+        recv = self.sock.recvfrom_into
+        view = memoryview(buffer)
+        sources = self._sources
+        uri, interface = self.uri, self.interface
+        new_message = tuple.__new__  # Message(...) without its Python-level __new__
+        dropped = 0
+        for _ in range(256):
+            try:
+                size, peer = recv(buffer)
+            except OSError:  # nothing more (EAGAIN), or the socket went away
+                break
+            self.received += 1
+            self.size += size
+            if len(messages) >= max_queue:
+                dropped += 1
+                continue
+            source = sources.get(peer)
+            if source is None:
+                source = self._source(peer)
+            messages.append(new_message(Message, (uri, source, bytes(view[:size]), interface)))
+        return dropped
+
+    def _source(self, peer: Any) -> str:
+        """The sender as the daemon writes it: ``ADDRESS:PORT``, ``[ADDRESS]:PORT``."""
+        address = str(peer[0]).split("%", 1)[0]
+        text = f"[{address}]:{peer[1]}" if ":" in address else f"{address}:{peer[1]}"
+        if len(self._sources) >= 1024:
+            self._sources.clear()
+        self._sources[peer] = text
+        return text
 
 
 class DirectSockets:

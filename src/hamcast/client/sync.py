@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
+import select
 import socket
 import threading
 import time
@@ -19,7 +22,13 @@ from typing import Any
 
 from hamcast.client.connect import open_stream
 from hamcast.client.demux import Demux, SocketQueues, decode_result, group_rows
-from hamcast.client.direct import ANCILLARY_SPACE, REPORT_INTERVAL, DirectRoute, DirectSockets
+from hamcast.client.direct import (
+    ANCILLARY_SPACE,
+    REPORT_INTERVAL,
+    DirectInbox,
+    DirectRoute,
+    DirectSockets,
+)
 from hamcast.core.middleware import GroupInfo
 from hamcast.errors import (
     ClosedError,
@@ -72,6 +81,15 @@ class _Channel:
         self._reading = False
         self._buffer = bytearray(_READ_SIZE)
         self._view = memoryview(self._buffer)
+        #: Direct receive sockets read alongside the stream: fd -> handler(revents),
+        #: called by the reading thread with the lock held; a handler that returns
+        #: False is not called again. The reader polls the stream, these and
+        #: ``_waker`` (which tells it the set changed).
+        self._watched: dict[int, Callable[[int], bool]] = {}
+        self._waker = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(sock.fileno(), select.POLLIN)
+        self._poller.register(self._waker, select.POLLIN)
         self.write(self.demux.hello(name))
         self.wait(lambda: self.demux.welcome is not None, time.monotonic() + _HANDSHAKE_TIMEOUT)
 
@@ -108,6 +126,23 @@ class _Channel:
             raise response.error
         return decode_result(op, response.results), fd
 
+    def watch(self, fd: int, handler: Callable[[int], bool]) -> None:
+        """Read ``fd`` too while waiting: ``handler(revents)`` when it is ready."""
+        with self._cond:
+            self._watched[fd] = handler
+            self._poller.register(fd, select.POLLIN)
+        self.wake()
+
+    def unwatch(self, fd: int) -> None:
+        with self._cond:
+            if self._watched.pop(fd, None) is not None:
+                self._poller.unregister(fd)
+
+    def wake(self) -> None:
+        """Make a thread waiting in poll() return, to take up a change of the watched set."""
+        with contextlib.suppress(OSError):
+            os.eventfd_write(self._waker, 1)
+
     def wait(self, ready: Callable[[], bool], deadline: float | None) -> None:
         """Block until ``ready()`` or ``deadline``; read the stream if nobody else is."""
         with self._cond:
@@ -123,15 +158,44 @@ class _Channel:
                 self._reading = True
                 self._cond.release()
                 try:
-                    count, ancdata, flags = self._read(remaining)
+                    count, ancdata, flags, ready_fds = self._poll(remaining)
                 finally:
                     self._cond.acquire()
                     self._reading = False
+                for fd, revents in ready_fds:
+                    handler = self._watched.get(fd)
+                    if handler is not None and not handler(revents):
+                        del self._watched[fd]
+                        self._poller.unregister(fd)
                 if ancdata or flags:
                     self.demux.ancillary(ancdata, flags)
                 if count:
                     self.demux.feed(self._view[:count])
                 self._cond.notify_all()
+
+    def _poll(
+        self, timeout: float | None
+    ) -> tuple[int, list[tuple[int, int, bytes]], int, list[tuple[int, int]]]:
+        """Wait for the stream or a watched socket; read the stream if it is ready."""
+        millis = -1 if timeout is None else math.ceil(timeout * 1000)
+        stream, waker = self.sock.fileno(), self._waker
+        try:
+            events = self._poller.poll(millis)
+        except (InterruptedError, RuntimeError):  # RuntimeError: the socket was closed
+            return 0, [], 0, []
+        others = []
+        readable = False
+        for fd, revents in events:
+            if fd == stream:
+                readable = True
+            elif fd == waker:
+                with contextlib.suppress(OSError):
+                    os.eventfd_read(waker)
+            else:
+                others.append((fd, revents))
+        if not readable:
+            return 0, [], 0, others
+        return (*self._read(None), others)
 
     def _read(self, timeout: float | None) -> tuple[int, list[tuple[int, int, bytes]], int]:
         """Bytes read into the buffer, and the descriptors that came with them."""
@@ -155,6 +219,8 @@ class _Channel:
         self.sock.close()
         with self._cond:
             self.demux.close()
+            self._watched.clear()
+        os.close(self._waker)
 
 
 def _advance(
@@ -204,6 +270,12 @@ class MulticastSocket:
         self._routes: dict[GroupLike, DirectRoute] = {}
         self._direct = DirectSockets()
         self._direct_ok = True
+        #: Joined groups received on sockets of their own, and those whose socket the
+        #: daemon revoked (to ask again at the next receive).
+        self._inboxes: dict[URI, DirectInbox] = {}
+        self._reask: set[URI] = set()
+        self._direct_rx_ok = True
+        self._datagram = bytearray(65536)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -217,8 +289,13 @@ class MulticastSocket:
         if self._closed:
             return
         self._closed = True
+        for inbox in list(self._inboxes.values()):
+            self._channel.unwatch(inbox.sock.fileno())
         with contextlib.suppress(HamcastError, OSError):
             self._report_direct()
+        for inbox in list(self._inboxes.values()):
+            self._close_inbox(inbox)
+        with contextlib.suppress(HamcastError, OSError):
             self._channel.request(Op.DELETE_SOCKET, [self._id])
         self._routes.clear()
         self._direct.close()
@@ -240,12 +317,83 @@ class MulticastSocket:
     # --- group management (RFC 7046 §5.1) --------------------------------------------
 
     def join(self, group: GroupLike) -> None:
-        """Start receiving ``group``."""
-        self._call(Op.JOIN, self._id, str(as_uri(group)))
+        """Start receiving ``group``.
+
+        Where the group is bound to native IP, its messages then arrive on a socket
+        the daemon passed this process (the direct data path, docs/performance.md).
+        """
+        uri = as_uri(group)
+        self._call(Op.JOIN, self._id, str(uri))
+        self._receive_directly(uri)
 
     def leave(self, group: GroupLike) -> None:
         """Stop receiving ``group``."""
-        self._call(Op.LEAVE, self._id, str(as_uri(group)))
+        uri = as_uri(group)
+        inbox = self._inboxes.get(uri)
+        if inbox is not None:
+            self._channel.unwatch(inbox.sock.fileno())
+            with contextlib.suppress(HamcastError, OSError):
+                self._report_inbox(inbox, time.monotonic())
+            self._close_inbox(inbox)
+        self._reask.discard(uri)
+        self._call(Op.LEAVE, self._id, str(uri))
+
+    def _receive_directly(self, uri: URI) -> None:
+        """Ask for a socket of our own for a joined group (RECEIVE_DIRECT)."""
+        if not self._direct_rx_ok or uri in self._inboxes:
+            return
+        try:
+            results, fd = self._channel.request_with_fd(Op.RECEIVE_DIRECT, [self._id, str(uri)])
+        except UnsupportedOperationError:  # a daemon older than the direct path
+            self._direct_rx_ok = False
+            return
+        except HamcastError:
+            return  # left meanwhile: nothing to receive
+        name_id, granted, interface = results
+        if fd is None:
+            if granted:  # the descriptor was lost on the way (no room for it here):
+                self._direct_rx_ok = False  # let the daemon deliver, as before
+                self._call(Op.LEAVE, self._id, str(uri))
+                self._call(Op.JOIN, self._id, str(uri))
+            return
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        inbox = self._inboxes[uri] = DirectInbox(uri, name_id, interface, sock)
+        self._channel.watch(sock.fileno(), lambda revents: self._inbox_ready(inbox, revents))
+
+    def _inbox_ready(self, inbox: DirectInbox, revents: int) -> bool:
+        """Drain a direct receive socket into the queue (the channel's lock is held);
+        False when the daemon revoked it (POLLHUP): the group is asked for again."""
+        queues = self._queues
+        queues.dropped += inbox.drain(queues.messages, queues.max_queue, self._datagram)
+        now = time.monotonic()
+        if revents & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+            with contextlib.suppress(HamcastError, OSError):
+                self._report_inbox(inbox, now)
+            if self._close_inbox(inbox):
+                self._reask.add(inbox.uri)
+            return False
+        if now - inbox.reported_at >= REPORT_INTERVAL:
+            with contextlib.suppress(HamcastError, OSError):
+                self._report_inbox(inbox, now)
+        return True
+
+    def _report_inbox(self, inbox: DirectInbox, now: float) -> None:
+        inbox.reported_at = now
+        if inbox.received:
+            frame = ClientConnection.direct_report_frame(
+                self._id, inbox.name_id, (0, 0), (inbox.received, inbox.size)
+            )
+            inbox.received = inbox.size = 0
+            self._channel.write([frame])
+
+    def _close_inbox(self, inbox: DirectInbox) -> bool:
+        """Forget a direct receive socket; False if it was forgotten already."""
+        if self._inboxes.get(inbox.uri) is not inbox:
+            return False
+        del self._inboxes[inbox.uri]
+        inbox.sock.close()
+        return True
 
     def src_register(self, group: GroupLike) -> list[int]:
         """Announce this socket as a source of ``group``; returns the interfaces that failed."""
@@ -330,8 +478,8 @@ class MulticastSocket:
         """Tell the daemon what went out directly since the last report (its counters)."""
         route.reported_at = now
         if route.messages:
-            frame = ClientConnection.sent_direct_frame(
-                self._id, route.name_id, route.messages, route.size
+            frame = ClientConnection.direct_report_frame(
+                self._id, route.name_id, (route.messages, route.size), (0, 0)
             )
             route.messages = route.size = 0
             self._channel.write([frame])
@@ -341,6 +489,8 @@ class MulticastSocket:
         for route in set(self._routes.values()):
             if route.sock is not None:
                 self._report(route, now)
+        for inbox in list(self._inboxes.values()):
+            self._report_inbox(inbox, now)
 
     def _lost_direct(self, route: DirectRoute, exc: OSError) -> None:
         """The daemon revoked the route's socket (EPIPE) or it failed: forget every route
@@ -402,6 +552,10 @@ class MulticastSocket:
 
     def receive(self, timeout: float | None = None) -> Message:
         """The next message: waits forever, or ``timeout`` seconds (ReceiveTimeoutError)."""
+        if self._reask:
+            for uri in list(self._reask):  # the daemon revoked their sockets (a move)
+                self._reask.discard(uri)
+                self._receive_directly(uri)
         messages = self._queues.messages
         if not messages:
             if self._closed:

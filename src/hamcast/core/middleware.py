@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,12 +51,23 @@ from hamcast.errors import (
 from hamcast.events import BindingChanged, Event, MemberJoined, MemberLeft, SourceAppeared
 from hamcast.gateway import Gateway
 from hamcast.model import GroupRole, GroupSetEntry, Interface, SocketStats
-from hamcast.technologies.base import DirectSender, DomainView, Technology
+from hamcast.technologies.base import DirectReceiver, DirectSender, DomainView, Technology
 from hamcast.uri import URI
 
-__all__ = ["GroupInfo", "Middleware", "Session", "SessionSink", "SocketState"]
+__all__ = [
+    "MAX_DIRECT_RECEIVERS",
+    "GroupInfo",
+    "Middleware",
+    "Session",
+    "SessionSink",
+    "SocketState",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Groups one socket may receive on sockets of its own (each is a descriptor in the
+#: daemon and the application); beyond, the daemon delivers.
+MAX_DIRECT_RECEIVERS = 256
 
 
 class SessionSink(Protocol):
@@ -92,6 +103,8 @@ class SocketState:
     #: copy of, and the groups it was told to send on it (by interface).
     direct: dict[int, DirectSender] = field(default_factory=dict)
     direct_groups: dict[URI, int] = field(default_factory=dict)
+    #: Joined groups the application receives on a socket of its own.
+    direct_joined: dict[URI, DirectReceiver] = field(default_factory=dict)
     events: bool = False
     sent: int = 0
     received: int = 0
@@ -120,6 +133,10 @@ class _GroupEntry:
     iface: int
     listeners: set[SocketState] = field(default_factory=set)
     senders: set[SocketState] = field(default_factory=set)
+    #: Listeners that receive on a socket of their own: the daemon skips them.
+    direct: set[SocketState] = field(default_factory=set)
+    #: The technology joined the group for the daemon (it receives it itself).
+    member: bool = False
     sources: OrderedDict[str, None] = field(default_factory=OrderedDict)
     #: Why selection chose this interface (``technology: observation``).
     reason: str = ""
@@ -254,6 +271,10 @@ class Middleware:
         for session in self._sessions.values():
             for sock in session.sockets.values():
                 self._revoke_direct(sock, index)
+                for group in [g for g, i in sock.joined.items() if i == index]:
+                    receiver = sock.direct_joined.pop(group, None)
+                    if receiver is not None:
+                        receiver.revoke()
                 if index in sock.interfaces:
                     sock.interfaces.remove(index)
                     sock.ttl.pop(index, None)
@@ -406,12 +427,13 @@ class Middleware:
         first); a refusal raises and leaves no state."""
         iface = self._ifaces[index]
         entry = self._entry(index, group)
-        if not entry.listeners:
+        if not entry.member:
             try:
                 iface.technology.join(iface.key, group)
             except HamcastError:
                 self._drop_if_idle(entry)
                 raise
+            entry.member = True
         entry.listeners.add(sock)
         entry.reason = reason
         sock.joined[group] = index
@@ -433,6 +455,35 @@ class Middleware:
         entry.reason = reason
         sock.send_iface[group] = index
         self._interest_changed(sock, index)
+
+    def _sync_member(self, entry: _GroupEntry) -> None:
+        """Keep the technology joined while the daemon must receive the group itself: for
+        a listener it delivers to, or, while any socket wants events, for new sources."""
+        want = len(entry.direct) < len(entry.listeners) or (
+            bool(entry.direct) and any(s.events for s in self._all_sockets())
+        )
+        if want == entry.member:
+            return
+        iface = self._ifaces[entry.iface]
+        try:
+            if want:
+                iface.technology.join(iface.key, entry.group)
+            else:
+                iface.technology.leave(iface.key, entry.group)
+        except HamcastError as exc:
+            logger.warning(
+                "%s %s on %s failed: %s",
+                "joining" if want else "leaving",
+                entry.group,
+                iface.info.name,
+                exc,
+            )
+            return
+        entry.member = want
+
+    def _all_sockets(self) -> Iterator[SocketState]:
+        for session in self._sessions.values():
+            yield from session.sockets.values()
 
     def _group_limit(self, sock: SocketState) -> None:
         if len(sock.joined) + len(sock.send_iface) >= self.config.max_groups_per_socket:
@@ -477,13 +528,11 @@ class Middleware:
         if entry is None:
             return
         entry.listeners.discard(sock)
+        if sock in entry.direct:
+            entry.direct.discard(sock)
+            sock.direct_joined.pop(group).revoke()
         self._interest_changed(sock, index)
-        if not entry.listeners:
-            iface = self._ifaces[index]
-            try:
-                iface.technology.leave(iface.key, group)
-            except HamcastError as exc:
-                logger.warning("leaving %s on %s failed: %s", group, iface.info.name, exc)
+        self._sync_member(entry)
         self._drop_if_idle(entry)
         self._broadcast(index, MemberLeft(group, index))
 
@@ -589,17 +638,61 @@ class Middleware:
         sock.direct_groups[group] = index
         return limit, sender, destination
 
-    def sent_directly(
-        self, session: Session, sock_id: int, group: URI, messages: int, size: int
-    ) -> None:
-        """Count what the application reports it sent on its direct socket."""
+    def receive_direct(
+        self, session: Session, sock_id: int, group: URI
+    ) -> tuple[int, DirectReceiver | None]:
+        """The interface ``group`` is joined on, and where the bound technology offers
+        one, a socket joined to it that the application may receive on itself.
+
+        From then on the daemon delivers the group to this socket no more (and
+        leaves it, unless it still has other listeners or events to serve). The
+        socket is revoked (leaves the group, reads see POLLHUP) when the socket
+        stops listening there: leave, a move, the interface gone, deletion.
+        """
         sock = self._socket(session, sock_id)
-        sock.sent += messages
+        group = group.without_credentials()
+        index = sock.joined.get(group)
+        if index is None:
+            raise NotJoinedError(f"socket {sock_id} has not joined {group}")
+        receiver = sock.direct_joined.get(group)
+        if receiver is not None:
+            return index, receiver
+        if not self.config.direct or len(sock.direct_joined) >= MAX_DIRECT_RECEIVERS:
+            return index, None
+        iface = self._ifaces[index]
+        receiver = iface.technology.direct_receiver(iface.key, group)
+        if receiver is None:
+            return index, None
+        entry = self._groups[(index, group)]
+        sock.direct_joined[group] = receiver
+        entry.direct.add(sock)
+        self._sync_member(entry)
+        return index, receiver
+
+    def direct_counts(
+        self,
+        session: Session,
+        sock_id: int,
+        group: URI,
+        sent: tuple[int, int],
+        received: tuple[int, int],
+    ) -> None:
+        """Count what the application reports it sent and received on its direct sockets
+        (messages, bytes). What a direct listener received counts as the group's
+        arrivals only while the daemon does not receive the group itself."""
+        sock = self._socket(session, sock_id)
+        sock.sent += sent[0]
+        sock.received += received[0]
         index = sock.send_iface.get(group)
         entry = self._groups.get((index, group)) if index is not None else None
         if entry is not None:
-            entry.messages_out += messages
-            entry.bytes_out += size
+            entry.messages_out += sent[0]
+            entry.bytes_out += sent[1]
+        index = sock.joined.get(group)
+        entry = self._groups.get((index, group)) if index is not None else None
+        if entry is not None and not entry.member:
+            entry.messages_in += received[0]
+            entry.bytes_in += received[1]
 
     def _revoke_direct(self, sock: SocketState, index: int) -> None:
         sender = sock.direct.pop(index, None)
@@ -770,9 +863,16 @@ class Middleware:
 
     def enable_events(self, session: Session, sock_id: int) -> None:
         self._socket(session, sock_id).events = True
+        self._sync_direct_members()
 
     def disable_events(self, session: Session, sock_id: int) -> None:
         self._socket(session, sock_id).events = False
+        self._sync_direct_members()
+
+    def _sync_direct_members(self) -> None:
+        for entry in list(self._groups.values()):
+            if entry.direct:
+                self._sync_member(entry)
 
     def groups(self) -> list[GroupInfo]:
         """The host's group table, for monitoring."""
@@ -844,7 +944,10 @@ class Middleware:
             if len(sources) > self.config.sources_per_group:
                 sources.popitem(last=False)
             self._broadcast(index, SourceAppeared(group, index, source))
+        direct = entry.direct
         for sock in entry.listeners:
+            if direct and sock in direct:
+                continue  # it receives on its own socket
             if sock.session.sink.deliver(sock.id, group, source, index, payload):
                 sock.received += 1
             else:

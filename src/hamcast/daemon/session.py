@@ -40,7 +40,7 @@ from hamcast.events import (
     SourceAppeared,
 )
 from hamcast.ipc.connection import ServerConnection
-from hamcast.ipc.events import HelloReceived, RequestReceived, SendReceived, SentDirectReported
+from hamcast.ipc.events import DirectReported, HelloReceived, RequestReceived, SendReceived
 from hamcast.ipc.names import NameTable
 from hamcast.ipc.ops import Op
 from hamcast.ipc.wire import NameKind
@@ -131,8 +131,8 @@ class ClientSession(asyncio.Protocol):
                 run = []
             if type(event) is RequestReceived:
                 self._request(event)
-            elif type(event) is SentDirectReported:
-                self._sent_direct(event)
+            elif type(event) is DirectReported:
+                self._direct_report(event)
             elif type(event) is HelloReceived:
                 session = self.session = middleware.open_session(self, event.pid, event.name)
                 self.conn.session_id = session.id
@@ -167,14 +167,21 @@ class ClientSession(asyncio.Protocol):
         except HamcastError as exc:
             self.conn.send_failed(sock, group, exc)
 
-    def _sent_direct(self, event: SentDirectReported) -> None:
-        """Count what the client sent on its direct socket (garbage counts nothing)."""
+    def _direct_report(self, event: DirectReported) -> None:
+        """Count what the client sent and received on its direct sockets (a report for
+        a group id it was not given counts nothing)."""
         uri = self._group_uris.get(event.group)
         if uri is None or event.group not in self._prepared.get(event.sock, ()):
             return
         assert self.session is not None
         with contextlib.suppress(HamcastError):  # the socket is already gone
-            self.middleware.sent_directly(self.session, event.sock, uri, event.messages, event.size)
+            self.middleware.direct_counts(
+                self.session,
+                event.sock,
+                uri,
+                (event.sent, event.sent_bytes),
+                (event.received, event.received_bytes),
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:
@@ -198,8 +205,8 @@ class ClientSession(asyncio.Protocol):
 
     def _request(self, event: RequestReceived) -> None:
         assert self.session is not None
-        if event.op is Op.PREPARE_DIRECT:
-            self._prepare_direct(event)
+        if event.op is Op.PREPARE_DIRECT or event.op is Op.RECEIVE_DIRECT:
+            self._direct(event)
             return
         try:
             results = self._dispatch(event.op, event.args)
@@ -288,37 +295,49 @@ class ClientSession(asyncio.Protocol):
         assert self.session is not None
         uri = uri.without_credentials()
         limit = self.middleware.prepare_send(self.session, sock, uri)
-        return [self._send_name(sock, uri), limit]
+        return [self._pinned_name(sock, uri), limit]
 
-    def _prepare_direct(self, event: RequestReceived) -> None:
-        """PREPARE_DIRECT: PREPARE_SEND's answer, with a direct socket where the core
-        grants one (docs/ipc.md). The descriptor travels with the answer's first
-        byte, so the answer must not queue behind other output: with output
-        pending, or a stream that cannot pass descriptors, the answer says none."""
+    def _direct(self, event: RequestReceived) -> None:
+        """PREPARE_DIRECT and RECEIVE_DIRECT: the answer, with a direct socket where the
+        core grants one (docs/ipc.md). The descriptor travels with the answer's first
+        byte, so the answer must not queue behind other output: with output pending,
+        or a stream that cannot pass descriptors, the answer says none came."""
         assert self.session is not None
         sock, text = event.args
+        mw = self.middleware
         try:
             uri = URI.parse(text).without_credentials()
-            limit, sender, destination = self.middleware.prepare_direct(self.session, sock, uri)
-            name_id = self._send_name(sock, uri)
+            if event.op is Op.PREPARE_DIRECT:
+                limit, sender, destination = mw.prepare_direct(self.session, sock, uri)
+                name_id = self._pinned_name(sock, uri)
+                granted = sender.socket if sender is not None else None
+                results: list[Any] = [name_id, limit, 1, *(destination or ("", 0, 0))]
+            else:
+                index, receiver = mw.receive_direct(self.session, sock, uri)
+                name_id = self._pinned_name(sock, uri)
+                granted = receiver.socket if receiver is not None else None
+                results = [name_id, 1, index]
         except HamcastError as exc:
             self.conn.send_error(event.request_id, exc)
             return
-        if sender is not None and destination is not None:
+        if granted is not None:
             self._flush()
-            results = [name_id, limit, 1, *destination]
-            if self._send_with_descriptor(event.request_id, results, sender.socket.fileno()):
+            if self._send_with_descriptor(event.request_id, event.op, results, granted.fileno()):
                 return
-        self.conn.send_response(event.request_id, Op.PREPARE_DIRECT, [name_id, limit, 0, "", 0, 0])
+        if event.op is Op.PREPARE_DIRECT:
+            results[2:] = [0, "", 0, 0]
+        else:
+            results[1] = 0
+        self.conn.send_response(event.request_id, event.op, results)
 
-    def _send_with_descriptor(self, request_id: int, results: list[Any], fd: int) -> bool:
+    def _send_with_descriptor(self, request_id: int, op: Op, results: list[Any], fd: int) -> bool:
         transport = self.transport
         if transport is None or transport.is_closing() or transport.get_write_buffer_size():
             return False
         stream = transport.get_extra_info("socket")
         if stream is None or stream.family != socket.AF_UNIX:
             return False
-        self.conn.send_response(request_id, Op.PREPARE_DIRECT, results)
+        self.conn.send_response(request_id, op, results)
         data = b"".join(self.conn.data_to_send())
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=stream.fileno())
         try:
@@ -332,8 +351,9 @@ class ClientSession(asyncio.Protocol):
             transport.write(data[sent:])
         return True
 
-    def _send_name(self, sock: int, uri: URI) -> int:
-        """The group's name id, pinned while socket ``sock`` may send to it."""
+    def _pinned_name(self, sock: int, uri: URI) -> int:
+        """The group's name id, pinned while socket ``sock`` exists (it sends to the group,
+        or reports on it)."""
         name_id = self._name(NameKind.GROUP, uri.name)
         prepared = self._prepared.setdefault(sock, set())
         if name_id not in prepared:

@@ -25,6 +25,7 @@ from hamcast.errors import (
 )
 from hamcast.ipc.events import (
     DataReceived,
+    DirectReported,
     EventReceived,
     HelloReceived,
     NameDefined,
@@ -32,7 +33,6 @@ from hamcast.ipc.events import (
     ResponseReceived,
     SendFailed,
     SendReceived,
-    SentDirectReported,
     WelcomeReceived,
 )
 from hamcast.ipc.ops import OPS, Op
@@ -63,7 +63,8 @@ _WELCOME = struct.Struct("<4sHII")  # magic, version (0 = refused), session id, 
 _SEND_FAILED = struct.Struct("<IIH")  # sock, group id, error code; then the text
 _SEND_IDS = struct.Struct("<II")  # sock, group id at the start of a SEND body
 _DATA_IDS = struct.Struct("<IIII")  # sock, group id, source id, interface of a DATA body
-_SENT_DIRECT = struct.Struct("<IIIQ")  # sock, group id, messages, bytes
+#: sock, group id, sent messages and bytes, received messages and bytes
+_DIRECT_REPORT = struct.Struct("<IIIQIQ")
 # Plain ints for the per-frame comparisons: IntEnum attribute lookups cost more.
 _SEND: int = FrameType.SEND.value
 _DATA: int = FrameType.DATA.value
@@ -134,8 +135,8 @@ class ServerConnection(_Endpoint):
 
     def receive_data(
         self, data: bytes | bytearray | memoryview
-    ) -> list[HelloReceived | RequestReceived | SendReceived | SentDirectReported]:
-        events: list[HelloReceived | RequestReceived | SendReceived | SentDirectReported] = []
+    ) -> list[HelloReceived | RequestReceived | SendReceived | DirectReported]:
+        events: list[HelloReceived | RequestReceived | SendReceived | DirectReported] = []
         append = events.append
         unpack_ids = _SEND_IDS.unpack_from
         request: RequestReceived | None
@@ -151,10 +152,10 @@ class ServerConnection(_Endpoint):
                 request = self._request(body)
                 if request is not None:
                     append(request)
-            elif ftype == FrameType.SENT_DIRECT and opened:
-                if len(body) != _SENT_DIRECT.size:
-                    raise self._fail(f"SENT_DIRECT frame of {len(body)} bytes, not 20")
-                append(SentDirectReported(*_SENT_DIRECT.unpack(body)))
+            elif ftype == FrameType.DIRECT_REPORT and opened:
+                if len(body) != _DIRECT_REPORT.size:
+                    raise self._fail(f"DIRECT_REPORT frame of {len(body)} bytes, not 32")
+                append(DirectReported(*_DIRECT_REPORT.unpack(body)))
             elif ftype == FrameType.HELLO and self.state is ConnectionState.AWAITING_HELLO:
                 append(self._hello(body))
                 opened = True
@@ -282,9 +283,13 @@ class ClientConnection(_Endpoint):
         return SEND_HEADER.pack(size + 9, FrameType.SEND, sock, group)
 
     @staticmethod
-    def sent_direct_frame(sock: int, group: int, messages: int, size: int) -> bytes:
-        """A SENT_DIRECT frame: what socket ``sock`` sent to group id ``group`` directly."""
-        return _frame(FrameType.SENT_DIRECT, _SENT_DIRECT.pack(sock, group, messages, size))
+    def direct_report_frame(
+        sock: int, group: int, sent: tuple[int, int], received: tuple[int, int]
+    ) -> bytes:
+        """A DIRECT_REPORT frame: (messages, bytes) socket ``sock`` sent to and received
+        from group id ``group`` on its direct sockets."""
+        body = _DIRECT_REPORT.pack(sock, group, *sent, *received)
+        return _frame(FrameType.DIRECT_REPORT, body)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Any]:
         """Complete events: the classes of :mod:`hamcast.ipc.events` for the client side."""

@@ -15,6 +15,7 @@ from hamcast.ipc.ops import Op
 
 __all__ = [
     "DataReceived",
+    "DirectReported",
     "EventReceived",
     "HelloReceived",
     "NameDefined",
@@ -22,7 +23,6 @@ __all__ = [
     "ResponseReceived",
     "SendFailed",
     "SendReceived",
-    "SentDirectReported",
     "WelcomeReceived",
 ]
 
@@ -54,14 +54,17 @@ class SendReceived(NamedTuple):
     payload: memoryview
 
 
-class SentDirectReported(NamedTuple):
-    """The client sent ``messages`` (``size`` bytes) to group name id ``group`` on
-    socket ``sock``'s direct socket since its last report."""
+class DirectReported(NamedTuple):
+    """Since its last report, socket ``sock`` sent ``sent`` messages (``sent_bytes``) to
+    and received ``received`` (``received_bytes``) from group name id ``group`` on its
+    direct sockets."""
 
     sock: int
     group: int
-    messages: int
-    size: int
+    sent: int
+    sent_bytes: int
+    received: int
+    received_bytes: int
 
 
 # --- seen by the client -------------------------------------------------------

@@ -45,6 +45,7 @@ class Op(enum.IntEnum):
     INTERFACE_STATUS = 26
     GROUP_TABLE = 27
     PREPARE_DIRECT = 28
+    RECEIVE_DIRECT = 29
 
 
 class OpSpec(NamedTuple):
@@ -99,4 +100,7 @@ OPS: dict[Op, OpSpec] = {
     # socket, group URI -> as PREPARE_SEND, then whether a direct socket comes with
     # the answer (SCM_RIGHTS) and its destination: address, port, IPv6 scope
     Op.PREPARE_DIRECT: OpSpec("IS", "IIBSHI"),
+    # socket, joined group URI -> group name id, whether a direct socket comes with the
+    # answer (SCM_RIGHTS), the interface the group is bound on
+    Op.RECEIVE_DIRECT: OpSpec("IS", "IBI"),
 }

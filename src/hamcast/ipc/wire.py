@@ -67,7 +67,7 @@ class FrameType(enum.IntEnum):
     SEND = 0x30  # client -> daemon: one message to send
     DATA = 0x31  # daemon -> client: one received message
     SEND_FAILED = 0x32  # daemon -> client: a SEND could not be carried out
-    SENT_DIRECT = 0x33  # client -> daemon: what it sent on a direct socket (counters)
+    DIRECT_REPORT = 0x33  # client -> daemon: what it sent/received on direct sockets
     EVENT = 0x40  # daemon -> client: a membership event
 
 

@@ -38,6 +38,7 @@ from hamcast.uri import URI
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Assessment",
+    "DirectReceiver",
     "DirectSender",
     "DomainView",
     "Technology",
@@ -133,6 +134,24 @@ class DirectSender(abc.ABC):
     @abc.abstractmethod
     def revoke(self) -> None:
         """Shut the socket down for every copy (their sends fail with EPIPE) and close it."""
+
+
+class DirectReceiver(abc.ABC):
+    """A datagram socket that receives one group for one application socket.
+
+    The receiving half of the direct data path: the daemon opens and joins it,
+    passes the application a duplicate, and keeps its copy to revoke it. Each
+    datagram's payload is a message; its sender's address is the source.
+    """
+
+    @property
+    @abc.abstractmethod
+    def socket(self) -> socket.socket:
+        """The daemon's copy of the socket (the application gets a duplicate)."""
+
+    @abc.abstractmethod
+    def revoke(self) -> None:
+        """Shut the socket down for every copy (reads see end-of-file) and close it."""
 
 
 class Upcalls(Protocol):
@@ -264,6 +283,11 @@ class Technology(abc.ABC):
     def direct_sender(self, iface: str, ttl: int) -> DirectSender | None:
         """A socket applications may send on themselves, or None (the default: all
         messages pass through the daemon). Each call opens a new one."""
+        return None
+
+    def direct_receiver(self, iface: str, group: URI) -> DirectReceiver | None:
+        """A socket joined to ``group`` that an application may receive on itself, or
+        None (the default: the daemon delivers every message). Each call opens one."""
         return None
 
     @abc.abstractmethod

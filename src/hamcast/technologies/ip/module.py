@@ -69,6 +69,7 @@ from hamcast.discovery import (
     VerdictChanged,
 )
 from hamcast.errors import (
+    HamcastError,
     ResourceError,
     UnknownInterfaceError,
     UnsupportedGroupError,
@@ -79,6 +80,7 @@ from hamcast.mapping import GroupMapping, NameTable, map_group
 from hamcast.model import GroupRole, GroupSetEntry
 from hamcast.technologies.base import (
     Assessment,
+    DirectReceiver,
     DirectSender,
     DomainView,
     Technology,
@@ -656,6 +658,25 @@ class IpTechnology(Technology):
             raise sockopts.multicast_error("setting the TTL", exc, link.netif.name) from None
         return _DirectSender(self, link, sock)
 
+    def direct_receiver(self, iface: str, group: URI) -> DirectReceiver:
+        """A socket bound to ``group``'s address and port and joined to it on the link,
+        for one application socket (the direct data path)."""
+        link = self._link(iface)
+        mapping, address = self._target(link, group)
+        # Hand what already arrived for the port to the daemon's listeners first: from
+        # now on this socket's application is served by its own socket.
+        receiver = self._receivers.get((link.family, mapping.port))
+        if receiver is not None:
+            self._readable(receiver)
+        sock = sockopts.open_receiver(link.family, mapping.port, address, link.netif.index)
+        membership = (link.netif.index, address, mapping.source)
+        try:
+            sockopts.join(sock, *membership)
+        except BaseException:
+            sock.close()
+            raise
+        return _DirectReceiver(sock, membership)
+
     def _sender(self, link: _Link, ttl: int) -> socket.socket:
         """The link's send socket (opened on first use), set to ``ttl``."""
         sender = link.sender
@@ -895,6 +916,29 @@ class _DirectSender(DirectSender):
         # On an unconnected UDP socket shutdown() reports ENOTCONN but takes
         # effect: every copy's sends fail with EPIPE from now on.
         with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+
+class _DirectReceiver(DirectReceiver):
+    """A group's receive socket that an application reads itself."""
+
+    def __init__(
+        self, sock: socket.socket, membership: tuple[int, IpAddress, IpAddress | None]
+    ) -> None:
+        self._sock = sock
+        self._membership = membership
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    def revoke(self) -> None:
+        # Leave first, so nothing more arrives on any copy; what did arrive stays
+        # readable. Shut down both ways: the application's poll() sees POLLHUP.
+        with contextlib.suppress(HamcastError):
+            sockopts.leave(self._sock, *self._membership)
+        with contextlib.suppress(OSError):  # see _DirectSender.revoke
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
 

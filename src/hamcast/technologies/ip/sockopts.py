@@ -118,12 +118,17 @@ def leave(sock: socket.socket, ifindex: int, group: IpAddress, source: IpAddress
         raise multicast_error(f"leaving {group}", exc, f"interface {ifindex}") from None
 
 
-def open_receiver(family: int, port: int) -> socket.socket:
-    """A non-blocking UDP socket on the wildcard address and ``port`` for group traffic.
+def open_receiver(
+    family: int, port: int, group: IpAddress | None = None, ifindex: int = 0
+) -> socket.socket:
+    """A non-blocking UDP socket on ``port`` for group traffic.
 
-    It reports each datagram's destination address and interface (PKTINFO),
-    and receives only groups joined on it — not every group the host joined
-    on this port (IP_MULTICAST_ALL off).
+    On the wildcard address it reports each datagram's destination address and
+    interface (PKTINFO): the daemon's receiver of every group on the port.
+    Bound to ``group`` (``ifindex`` scopes an IPv6 address) it receives that
+    group only: an application's direct receiver. Either receives only groups
+    joined on it — not every group the host joined on this port
+    (IP_MULTICAST_ALL off).
     """
     af = socket.AF_INET if family == 4 else socket.AF_INET6
     sock = socket.socket(af, socket.SOCK_DGRAM)
@@ -131,14 +136,16 @@ def open_receiver(family: int, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         if family == 4:
-            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            if group is None:
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            sock.bind(("0.0.0.0", port))
+            sock.bind((str(group) if group else "0.0.0.0", port))
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            if group is None:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
-            sock.bind(("::", port))
+            sock.bind((str(group), port, 0, ifindex) if group else ("::", port))
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
