@@ -139,6 +139,37 @@ def test_native_sends_take_the_direct_path_and_are_counted(daemons: Daemons) -> 
         assert (row.messages_out, row.bytes_out) == (50, sum(len(m) for m in got))
 
 
+def test_native_receives_take_the_direct_path_and_are_counted(daemons: Daemons) -> None:
+    net = daemons.net
+    group = "ham:opaque:direct-received"
+    with daemons.socket("h2") as rx, daemons.socket("h2") as watcher, daemons.socket("h1") as tx:
+        rx.join(group)
+        row = group_row(rx, group)
+        assert (row.technology, row.listeners, row.direct_listeners) == ("ip", 1, 1)
+        tx.send_many(group, [b"m %d" % i for i in range(40)])
+        got = [rx.receive(timeout=5) for _ in range(40)]
+        assert [m.payload for m in got] == [b"m %d" % i for i in range(40)]
+        assert {m.source.rsplit(":", 1)[0] for m in got} == {net.address("h1", 4)}
+        assert {(str(m.group), m.interface) for m in got} == {(group, ip_interface(rx, 4).index)}
+        assert drain(rx) == 0, "exactly once: the daemon does not deliver it as well"
+        assert rx.stats().received == 40
+        row = group_row(rx, group)
+        assert (row.messages_in, row.bytes_in) == (40, sum(len(m.payload) for m in got))
+        # A socket that wants events makes the daemon receive the group again, for
+        # new-source events; the direct listener still gets each message once.
+        watcher.enable_events()
+        tx.send(group, b"after")
+        assert rx.receive(timeout=5).payload == b"after"
+        assert drain(rx) == 0
+        assert any(isinstance(e, hamcast.SourceAppeared) for e in iter_events(watcher, timeout=5))
+
+
+def iter_events(sock: hamcast.MulticastSocket, timeout: float) -> Iterator[hamcast.Event]:
+    with contextlib.suppress(hamcast.ReceiveTimeoutError):
+        while True:
+            yield sock.next_event(timeout=timeout)
+
+
 def test_a_revoked_direct_socket_falls_back_and_loses_nothing(daemons: Daemons) -> None:
     group = "ham:opaque:direct-revoked"
     with daemons.socket("h2") as rx, daemons.socket("h1") as tx:

@@ -172,6 +172,8 @@ class GroupInfo:
     drops: int = 0
     #: Of ``senders``, those that send on their own socket (the direct data path).
     direct_senders: int = 0
+    #: Of ``listeners``, those that receive on their own socket.
+    direct_listeners: int = 0
 
 
 @dataclass(slots=True)
@@ -895,6 +897,7 @@ class Middleware:
                     entry.bytes_out,
                     entry.drops,
                     sum(s.direct_groups.get(entry.group) == entry.iface for s in entry.senders),
+                    len(entry.direct),
                 )
             )
         return sorted(rows, key=lambda r: (str(r.group), r.interface))
