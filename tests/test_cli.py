@@ -242,6 +242,8 @@ def test_send_and_recv_exchange_messages_through_the_daemon(daemon_socket: str) 
         "messages_out": 0,
         "bytes_out": 0,
         "drops": 0,
+        "direct_senders": 0,
+        "direct_listeners": 0,
     }
 
     sent = hamcast(*at(daemon_socket, "--daemon-only send ham:opaque:cli-test hello --count 3"))

@@ -55,6 +55,7 @@ _MODES: dict[str, tuple[str, str | None, bool]] = {
     "raw-batched": ("batched", None, True),
     "hamcast-ip": ("hamcast", "ip", True),
     "hamcast-ip-batched": ("hamcast", "ip", True),
+    "hamcast-ip-relayed": ("hamcast", "ip", True),
     "hamcast-overlay": ("hamcast", "overlay", False),
     "hamcast-embedded": ("hamcast", None, True),
     "hamcast-local": ("hamcast", "local", False),
@@ -67,12 +68,21 @@ NETNS_MODES = (
     "raw-batched",
     "hamcast-ip",
     "hamcast-ip-batched",
+    "hamcast-ip-relayed",
     "hamcast-overlay",
     "hamcast-embedded",
 )
 LOOPBACK_MODES = ("raw-unicast", "raw-batched", "hamcast-local", "hamcast-overlay")
 #: Modes that need multicast between the hosts: never on this machine's own network.
-_NEEDS_NETNS = {"raw-multicast", "hamcast-ip", "hamcast-ip-batched", "hamcast-embedded"}
+_NEEDS_NETNS = {
+    "raw-multicast",
+    "hamcast-ip",
+    "hamcast-ip-batched",
+    "hamcast-ip-relayed",
+    "hamcast-embedded",
+}
+#: Modes whose daemons keep every message in their data path (``[core] direct = false``).
+_RELAYED = {"hamcast-ip-relayed"}
 #: Modes whose sender hands the API 64 messages per call (``send_many``).
 _BATCHED_API = {"hamcast-ip-batched"}
 #: The reference every ratio is taken against, first one that ran.
@@ -190,21 +200,23 @@ class _Daemons:
     def __init__(self, hosts: _Hosts, workdir: Path) -> None:
         self.hosts = hosts
         self.workdir = workdir
-        self._running: dict[tuple[str, str], _Daemon] = {}
+        self._running: dict[tuple[str, str, bool], _Daemon] = {}
         self._loopback_ports: dict[str, int] = {}
 
-    def get(self, technology: str, side: str) -> _Daemon:
+    def get(self, technology: str, side: str, direct: bool = True) -> _Daemon:
         if technology == "local":
             side = "rx"  # one daemon for both applications
-        daemon = self._running.get((technology, side))
+        daemon = self._running.get((technology, side, direct))
         if daemon is None:
             if technology == "overlay" and side == "tx":
                 self.get("overlay", "rx")  # the node to bootstrap from
-            daemon = self._running[(technology, side)] = self._start(technology, side)
+            daemon = self._start(technology, side, direct)
+            self._running[(technology, side, direct)] = daemon
         return daemon
 
-    def _start(self, technology: str, side: str) -> _Daemon:
-        path = str(self.workdir / f"{technology}-{side}.sock")
+    def _start(self, technology: str, side: str, direct: bool) -> _Daemon:
+        name = f"{technology}-{side}" if direct else f"{technology}-relayed-{side}"
+        path = str(self.workdir / f"{name}.sock")
         argv = [
             sys.executable,
             "-m",
@@ -217,11 +229,15 @@ class _Daemons:
             "--log-level",
             "warning",
         ]
+        if not direct:
+            config = self.workdir / f"{name}.toml"
+            config.write_text("[core]\ndirect = false\n")
+            argv += ["--config", str(config)]
         if technology == "overlay":
             argv += ["--overlay-listen", self._endpoint(side)]
             if side == "tx":
                 argv += ["--overlay-bootstrap", self._endpoint("rx")]
-        log = (self.workdir / f"{technology}-{side}.log").open("wb")
+        log = (self.workdir / f"{name}.log").open("wb")
         try:
             process = self.hosts.popen(side, argv, stdout=subprocess.DEVNULL, stderr=log)
         finally:
@@ -232,7 +248,7 @@ class _Daemons:
                 if process.poll() is None:
                     process.kill()
                 process.wait(timeout=30)
-                text = (self.workdir / f"{technology}-{side}.log").read_text(errors="replace")
+                text = (self.workdir / f"{name}.log").read_text(errors="replace")
                 raise ResourceError(f"the {technology} daemon on {side} did not start: {text}")
             time.sleep(0.02)
         return _Daemon(process, path)
@@ -391,7 +407,7 @@ def _trial(
             spec["embedded"] = ["ip"]
     elif technology is not None:
         for side, spec in specs.items():
-            daemon = daemons.get(technology, side)
+            daemon = daemons.get(technology, side, direct=mode not in _RELAYED)
             spec["socket"] = daemon.socket
             spec["watch"] = {"daemon": daemon.process.pid}
     receiver = _Worker(hosts, rx_side, specs["rx"])

@@ -362,7 +362,8 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="LIST",
         type=bench.parse_list,
         help="comma-separated: raw-unicast, raw-multicast, raw-batched, hamcast-ip,"
-        " hamcast-ip-batched, hamcast-overlay, hamcast-embedded, hamcast-local"
+        " hamcast-ip-batched, hamcast-ip-relayed, hamcast-overlay, hamcast-embedded,"
+        " hamcast-local"
         " (default: all that fit the network but hamcast-local)",
     )
     bench_.add_argument(

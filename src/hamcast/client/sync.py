@@ -78,7 +78,7 @@ class _Channel:
         self.demux = Demux()
         self._cond = threading.Condition(threading.Lock())
         self._write_lock = threading.Lock()
-        self._reading = False
+        self._reader: int | None = None
         self._buffer = bytearray(_READ_SIZE)
         self._view = memoryview(self._buffer)
         #: Direct receive sockets read alongside the stream: fd -> handler(revents),
@@ -152,16 +152,19 @@ class _Channel:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise ReceiveTimeoutError("timed out")
-                if self._reading:
+                me = threading.get_ident()
+                if self._reader not in (None, me):
                     self._cond.wait(remaining)
                     continue
-                self._reading = True
+                # Who reads, not just whether: a thread that an exception (Ctrl-C) tore
+                # out of here mid-way finds itself still marked and reads again.
+                self._reader = me
                 self._cond.release()
                 try:
                     count, ancdata, flags, ready_fds = self._poll(remaining)
                 finally:
                     self._cond.acquire()
-                    self._reading = False
+                    self._reader = None
                 for fd, revents in ready_fds:
                     handler = self._watched.get(fd)
                     if handler is not None and not handler(revents):
