@@ -179,3 +179,21 @@ def test_no_direct_path_when_switched_off_or_not_joined_or_at_the_bound() -> Non
         granted = mw2.receive_direct(s2, sock2, group)[1]
         assert (granted is not None) == (n < MAX_DIRECT_RECEIVERS)
     assert len(ip2.receivers) == MAX_DIRECT_RECEIVERS
+
+
+def test_a_grant_the_application_never_got_is_withdrawn() -> None:
+    mw, ip, _ = stack()
+    sink = Sink()
+    s = mw.open_session(sink)
+    sock = mw.create_socket(s)
+    mw.join(s, sock, NEWS)
+    mw.receive_direct(s, sock, NEWS)
+    mw.prepare_direct(s, sock, NEWS)
+    assert ("leave", NEWS.name) in ip.calls
+    mw.withdraw_direct(s, sock, NEWS)
+    assert ip.receivers[0].revoked and ip.calls[-1] == ("join", NEWS.name)
+    mw.deliver(ip, "ip", NEWS, "10.0.0.1:9", b"m")
+    assert [m[0] for m in sink.messages] == [sock]
+    [row] = [r for r in mw.groups() if r.group == NEWS]
+    assert (row.direct_listeners, row.direct_senders) == (0, 0)
+    assert mw.receive_direct(s, sock, NEWS, grant=False) == (row.interface, None)

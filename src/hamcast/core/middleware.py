@@ -613,7 +613,7 @@ class Middleware:
         return iface.technology.max_msg_size(iface.key)
 
     def prepare_direct(
-        self, session: Session, sock_id: int, group: URI
+        self, session: Session, sock_id: int, group: URI, *, grant: bool = True
     ) -> tuple[int, DirectSender | None, tuple[str, int, int] | None]:
         """:meth:`prepare_send`, and where the bound technology offers one, a socket the
         application may send ``group``'s messages on itself, with their destination.
@@ -621,10 +621,11 @@ class Middleware:
         One socket per (multicast socket, interface), shared by its groups there.
         It is revoked (its sends fail with EPIPE) when one of those groups stops
         being sent on that interface (moved, deregistered), the interface goes,
-        or the socket is deleted; the application then asks again.
+        or the socket is deleted; the application then asks again. ``grant``
+        False is :meth:`prepare_send` alone.
         """
         limit = self.prepare_send(session, sock_id, group)
-        if not self.config.direct:
+        if not (grant and self.config.direct):
             return limit, None, None
         sock = self._socket(session, sock_id)
         group = group.without_credentials()
@@ -641,7 +642,7 @@ class Middleware:
         return limit, sender, destination
 
     def receive_direct(
-        self, session: Session, sock_id: int, group: URI
+        self, session: Session, sock_id: int, group: URI, *, grant: bool = True
     ) -> tuple[int, DirectReceiver | None]:
         """The interface ``group`` is joined on, and where the bound technology offers
         one, a socket joined to it that the application may receive on itself.
@@ -650,6 +651,7 @@ class Middleware:
         leaves it, unless it still has other listeners or events to serve). The
         socket is revoked (leaves the group, reads see POLLHUP) when the socket
         stops listening there: leave, a move, the interface gone, deletion.
+        ``grant`` False answers only the interface (and the socket granted earlier).
         """
         sock = self._socket(session, sock_id)
         group = group.without_credentials()
@@ -657,7 +659,7 @@ class Middleware:
         if index is None:
             raise NotJoinedError(f"socket {sock_id} has not joined {group}")
         receiver = sock.direct_joined.get(group)
-        if receiver is not None:
+        if receiver is not None or not grant:
             return index, receiver
         if not self.config.direct or len(sock.direct_joined) >= MAX_DIRECT_RECEIVERS:
             return index, None
@@ -670,6 +672,21 @@ class Middleware:
         entry.direct.add(sock)
         self._sync_member(entry)
         return index, receiver
+
+    def withdraw_direct(self, session: Session, sock_id: int, group: URI) -> None:
+        """Undo the grants of ``group`` on the socket: the application did not get the
+        descriptors. The daemon delivers the group to the socket again."""
+        sock = self._socket(session, sock_id)
+        group = group.without_credentials()
+        sock.direct_groups.pop(group, None)
+        receiver = sock.direct_joined.pop(group, None)
+        if receiver is None:
+            return
+        entry = self._groups.get((sock.joined[group], group))
+        if entry is not None:
+            entry.direct.discard(sock)
+            self._sync_member(entry)  # joined again before the socket leaves
+        receiver.revoke()
 
     def direct_counts(
         self,

@@ -301,19 +301,23 @@ class ClientSession(asyncio.Protocol):
         """PREPARE_DIRECT and RECEIVE_DIRECT: the answer, with a direct socket where the
         core grants one (docs/ipc.md). The descriptor travels with the answer's first
         byte, so the answer must not queue behind other output: with output pending,
-        or a stream that cannot pass descriptors, the answer says none came."""
-        assert self.session is not None
+        or a stream that cannot pass descriptors, nothing is granted."""
+        session = self.session
+        assert session is not None
         sock, text = event.args
         mw = self.middleware
+        self._flush()
+        stream = self._descriptor_stream()
+        grant = stream is not None
         try:
             uri = URI.parse(text).without_credentials()
             if event.op is Op.PREPARE_DIRECT:
-                limit, sender, destination = mw.prepare_direct(self.session, sock, uri)
+                limit, sender, destination = mw.prepare_direct(session, sock, uri, grant=grant)
                 name_id = self._pinned_name(sock, uri)
                 granted = sender.socket if sender is not None else None
                 results: list[Any] = [name_id, limit, 1, *(destination or ("", 0, 0))]
             else:
-                index, receiver = mw.receive_direct(self.session, sock, uri)
+                index, receiver = mw.receive_direct(session, sock, uri, grant=grant)
                 name_id = self._pinned_name(sock, uri)
                 granted = receiver.socket if receiver is not None else None
                 results = [name_id, 1, index]
@@ -321,32 +325,47 @@ class ClientSession(asyncio.Protocol):
             self.conn.send_error(event.request_id, exc)
             return
         if granted is not None:
-            self._flush()
-            if self._send_with_descriptor(event.request_id, event.op, results, granted.fileno()):
+            if self._send_with_descriptor(stream, event, results, granted.fileno()):
                 return
+            with contextlib.suppress(HamcastError):
+                mw.withdraw_direct(session, sock, uri)
         if event.op is Op.PREPARE_DIRECT:
             results[2:] = [0, "", 0, 0]
         else:
             results[1] = 0
         self.conn.send_response(event.request_id, event.op, results)
 
-    def _send_with_descriptor(self, request_id: int, op: Op, results: list[Any], fd: int) -> bool:
+    def _descriptor_stream(self) -> Any:
+        """The stream's socket if a descriptor can go out now: nothing queued before it
+        and a Unix socket; else None."""
         transport = self.transport
         if transport is None or transport.is_closing() or transport.get_write_buffer_size():
-            return False
+            return None
         stream = transport.get_extra_info("socket")
         if stream is None or stream.family != socket.AF_UNIX:
-            return False
-        self.conn.send_response(request_id, op, results)
-        data = b"".join(self.conn.data_to_send())
+            return None
+        return stream
+
+    def _send_with_descriptor(
+        self, stream: Any, event: RequestReceived, results: list[Any], fd: int
+    ) -> bool:
+        """Send the answer and the descriptor in one ``sendmsg``; False if it failed."""
+        transport = self.transport
+        assert transport is not None
+        before = b"".join(self.conn.data_to_send())  # a NAME frame for the group, maybe
+        self.conn.send_response(event.request_id, event.op, results)
+        data = before + b"".join(self.conn.data_to_send())
         raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=stream.fileno())
         try:
             fds = array.array("i", [fd])
             sent = raw.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         except OSError:
-            return False  # full or broken: answer without (the transport sees a break)
+            sent = 0  # full or broken: nothing went (the transport sees a break)
         finally:
             raw.detach()
+        if not sent:
+            transport.write(before)  # the caller answers again, without a socket
+            return False
         if sent < len(data):
             transport.write(data[sent:])
         return True
