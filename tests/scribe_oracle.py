@@ -109,7 +109,9 @@ class OracleKbr:
             ),
         )
 
-    def send_direct(self, node: NodeHandle, payload: bytes, now: float) -> None:
+    def send_direct(
+        self, node: NodeHandle, payload: bytes, now: float, *, compact: bool = False
+    ) -> None:
         net = self._network
         net.direct_sent += 1
         sender = self._handle

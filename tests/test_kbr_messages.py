@@ -15,7 +15,10 @@ from hamcast.overlay.kbr import KbrConfig
 from hamcast.overlay.kbr.messages import (
     VERSION,
     Announce,
+    CompactDatagram,
+    Datagram,
     Direct,
+    DirectData,
     Join,
     JoinReply,
     LeafSet,
@@ -26,8 +29,10 @@ from hamcast.overlay.kbr.messages import (
     Ping,
     Pong,
     Route,
+    RouteData,
     RowRequest,
     Rows,
+    UnsupportedVersion,
     WireCodec,
     encode_handle,
 )
@@ -60,13 +65,13 @@ def test_handle_layout_ipv4_and_ipv6() -> None:
 def test_ping_is_byte_exact() -> None:
     data = CODEC.encode(SENDER, True, Ping(1.5))
     assert data == bytes([VERSION, 0x01, 0x01]) + SENDER + struct.pack("!d", 1.5) + b"\x00"
-    assert data[0] == 0xB1
+    assert data[0] == 0xB2
 
 
 def test_route_is_byte_exact() -> None:
     data = CODEC.encode(SENDER, False, Route(5, 3, True, B, b"xyz"))
     expected = (
-        bytes([0xB1, 0x0A, 0x00])
+        bytes([0xB2, 0x0A, 0x00])
         + SENDER
         + bytes([0x01, 3])
         + (5).to_bytes(16, "big")
@@ -104,16 +109,53 @@ ALL_MESSAGES: list[Message] = [
     Direct(b"hello"),
     Direct(b""),
     Leave((A, B)),
+    DirectData(b""),
+    DirectData(b"\x00" * 1000),
+    RouteData(ID_SPACE - 1, 1, A, b""),
+    RouteData(5, 64, B, b"xyz"),
 ]
+
+
+def _sender_of(datagram: Datagram | CompactDatagram) -> int:
+    return datagram.sender_id if isinstance(datagram, CompactDatagram) else datagram.sender.id
 
 
 @pytest.mark.parametrize("message", ALL_MESSAGES, ids=lambda m: type(m).__name__)
 @pytest.mark.parametrize("member", [False, True])
 def test_round_trip(message: Message, member: bool) -> None:
     datagram = CODEC.decode(CODEC.encode(encode_handle(B), member, message))
-    assert datagram.sender == B
+    assert _sender_of(datagram) == B.id
     assert datagram.member is member
     assert datagram.message == message
+
+
+def test_compact_data_is_byte_exact() -> None:
+    data = CODEC.encode(SENDER, True, DirectData(b"xyz"))
+    assert data == bytes([0xB2, 0x0D, 0x01]) + A.id.to_bytes(16, "big") + b"xyz"
+    assert len(data) - 3 == 19
+
+
+def test_compact_route_is_byte_exact() -> None:
+    data = CODEC.encode(SENDER, True, RouteData(5, 3, B, b"xyz"))
+    expected = (
+        bytes([0xB2, 0x0E, 0x01])
+        + A.id.to_bytes(16, "big")
+        + bytes([3])
+        + (5).to_bytes(16, "big")
+        + encode_handle(B)
+        + b"xyz"
+    )
+    assert data == expected
+    # 59 bytes of header with an IPv4 origin.
+    assert len(CODEC.encode(SENDER, True, RouteData(5, 3, A, b""))) == 59
+
+
+def test_version_1_datagrams_are_refused_as_such() -> None:
+    v1 = _with(_valid(Pong(1.0)), 0, 0xB1)
+    with pytest.raises(UnsupportedVersion, match="version-1"):
+        CODEC.decode(v1)
+    with pytest.raises(UnsupportedVersion):
+        CODEC.decode(_with(_valid(DirectData(b"x")), 0, 0xB1))
 
 
 def test_every_type_has_a_round_trip_case() -> None:
@@ -132,7 +174,17 @@ HEADER = 3 + len(SENDER)
 BAD = {
     "empty": b"",
     "short header": _valid(Pong(1.0))[:20],
-    "bad version": _with(_valid(Pong(1.0)), 0, 0xB2),
+    "bad version": _with(_valid(Pong(1.0)), 0, 0xB3),
+    "version 1": _with(_valid(Pong(1.0)), 0, 0xB1),
+    "short compact data": _valid(DirectData(b""))[:-1],
+    "compact data flags": _with(_valid(DirectData(b"")), 2, 0x03),
+    "compact data over max": _valid(DirectData(b"x" * 1001)),
+    "compact route zero hops": _valid(RouteData(1, 0, A, b"")),
+    "compact route hops over limit": _valid(RouteData(1, 65, A, b"")),
+    "compact route truncated key": _valid(RouteData(1, 1, A, b""))[:30],
+    "compact route truncated origin": _valid(RouteData(1, 1, A, b""))[:-3],
+    "compact route bad family": _with(_valid(RouteData(1, 1, A, b"")), 36 + 16, 5),
+    "compact route over max": _valid(RouteData(1, 1, A, b"x" * 1001)),
     "unknown type": _with(_valid(Pong(1.0)), 1, 0x7F),
     "type zero": _with(_valid(Pong(1.0)), 1, 0x00),
     "unknown flags": _with(_valid(Pong(1.0)), 2, 0x02),
@@ -220,6 +272,10 @@ messages = st.one_of(
     st.builds(Direct, payloads),
     st.builds(Leave, leaf_lists),
 )
+compact_messages = st.one_of(
+    st.builds(DirectData, payloads),
+    st.builds(RouteData, ids, st.integers(1, 64), handles, payloads),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -228,7 +284,33 @@ def test_any_message_round_trips(sender: NodeHandle, member: bool, message: Mess
     data = CODEC.encode(encode_handle(sender), member, message)
     assert len(data) <= CONFIG.max_datagram_size
     datagram = CODEC.decode(data)
+    assert isinstance(datagram, Datagram)
     assert (datagram.sender, datagram.member, datagram.message) == (sender, member, message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sender=handles, member=st.booleans(), message=compact_messages)
+def test_any_compact_message_round_trips(
+    sender: NodeHandle, member: bool, message: DirectData | RouteData
+) -> None:
+    data = CODEC.encode(encode_handle(sender), member, message)
+    datagram = CODEC.decode(data)
+    assert isinstance(datagram, CompactDatagram)
+    assert (datagram.sender_id, datagram.member, datagram.message) == (sender.id, member, message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=120), kind=st.sampled_from([0x0D, 0x0E]))
+def test_compact_garbage_decodes_or_is_refused(data: bytes, kind: int) -> None:
+    raw = bytes([VERSION, kind]) + data
+    try:
+        datagram = CODEC.decode(raw)
+    except ProtocolError:
+        return
+    # Whatever decodes encodes back to the same bytes.
+    assert isinstance(datagram, CompactDatagram)
+    again = CODEC.encode(datagram.sender_id.to_bytes(16, "big"), datagram.member, datagram.message)
+    assert again == raw
 
 
 @settings(max_examples=300, deadline=None)

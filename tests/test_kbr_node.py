@@ -398,7 +398,7 @@ def test_unsolicited_and_impossible_input_is_dropped_and_counted() -> None:
     assert stats.dropped["direct"] == 1
     assert events(a) == [] and c.id not in {h.id for h in a.neighbors()}
     a.receive_datagram(b"\x00" * (CONFIG.max_datagram_size + 1), b.handle.address, 1.0)
-    a.receive_datagram(b"\xb1garbage", b.handle.address, 1.0)
+    a.receive_datagram(b"\xb2garbage", b.handle.address, 1.0)
     assert (a.stats.oversize, a.stats.malformed) == (1, 1)
 
 
@@ -453,6 +453,17 @@ def _corpus() -> tuple[list[bytes], KbrOverlay]:
     net.call(
         hosts[2], lambda now: overlay.kbr(hosts[2]).send_direct(hosts[3].core.handle, b"d", now)
     )
+    net.call(
+        hosts[2],
+        lambda now: overlay.kbr(hosts[2]).send_direct(
+            hosts[4].core.handle, b"compact", now, compact=True
+        ),
+    )
+    # An intercepted route passed on by hand (nothing above KBR here does it).
+    net.call(
+        hosts[3],
+        lambda now: overlay.kbr(hosts[3]).forward(3, b"fwd", hosts[4].core.handle, now),
+    )
     overlay.leave(hosts[5])
     overlay.kill(hosts[6])
     net.run_for(70)
@@ -477,7 +488,8 @@ def _check_survives(data: bytes) -> None:
         after.total_received
         + after.malformed
         + after.oversize
-        - (before.total_received + before.malformed + before.oversize)
+        + after.unsupported_version
+        - (before.total_received + before.malformed + before.oversize + before.unsupported_version)
     )
     assert counted == 1
     # Still consistent: every table entry resolves to a handle.

@@ -164,7 +164,7 @@ def test_two_drivers_exchange_small_and_large_datagrams(
             assert stats.messages_in == stats.messages_out == len(payloads)
             # 60 KB and 64 KiB went in fragments, the rest whole.
             config = FragmentConfig()
-            frames = sum(config.fragments_for(len(p) + 5) for p in payloads)
+            frames = sum(config.fragments_for(len(p) + 5, ipv6=":" in host) for p in payloads)
             assert stats.datagrams_in == stats.datagrams_out == frames
             assert stats.malformed == stats.send_drops == stats.send_errors == 0
             assert stats.kernel_drops == 0
@@ -562,7 +562,7 @@ def test_a_short_batch_loses_only_the_datagram_it_stopped_in(
         batcher = _StingyBatcher(3, then=True)
         driver._batcher = cast(Any, batcher)
         try:
-            core.send(bytes(10_000), ("127.0.0.1", 9))  # 8 frames: the kernel takes 3
+            core.send(bytes(11_000), ("127.0.0.1", 9))  # 8 frames: the kernel takes 3
             core.send(b"one", ("127.0.0.1", 9))
             core.send(b"two", ("127.0.0.1", 9))
             core.send(b"elsewhere", ("127.0.0.1", 10))
@@ -645,5 +645,93 @@ def test_a_failing_core_or_wakeup_is_logged_and_survived(
         finally:
             sender.close()
             await driver.stop()
+
+    run(main())
+
+
+class _SegmentingSpy:
+    """Stands in for the driver's socket: records (or refuses) UDP_SEGMENT sends."""
+
+    def __init__(self, real: socket.socket, refuse: int | None = None) -> None:
+        self._real = real
+        self._refuse = refuse
+        self.segmented: list[tuple[int, int]] = []  # (bytes, segment size)
+
+    def sendmsg(self, buffers: list[bytes], ancdata: Any, flags: int, address: Any) -> int:
+        if self._refuse is not None:
+            raise OSError(self._refuse, "simulated")
+        self.segmented.append((len(buffers[0]), struct.unpack("=H", ancdata[0][2])[0]))
+        return cast(int, self._real.sendmsg(buffers, ancdata, flags, address))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="UDP segmentation offload is Linux's")
+def test_runs_of_equal_frames_go_out_segmented_and_arrive_one_by_one(
+    run: Callable[[Coroutine[Any, Any, None]], None], host: str
+) -> None:
+    async def main() -> None:
+        wakeups = Wakeups()
+        sink_core = EchoCore()
+        sink = await started(sink_core, host, wakeups)
+        core = EchoCore()
+        driver = await started(core, host, wakeups)
+        real = driver._sock
+        assert real is not None
+        spy = _SegmentingSpy(real)
+        driver._sock = cast(socket.socket, spy)
+        try:
+            # 60 equal datagrams and a shorter one: chunks of at most 46 x 1401 bytes.
+            sent = [bytes([n]) * 1400 for n in range(60)] + [b"short"]
+            for data in sent:
+                core.send(data, sink.local_address)
+            driver.transmit()
+            await wakeups.until(lambda: len(sink_core.received) == len(sent), "every datagram")
+            assert [data for data, _, _ in sink_core.received] == sent
+            assert spy.segmented == [(46 * 1401, 1401), (14 * 1401 + 6, 1401)]
+            stats = driver.stats()
+            assert stats.datagrams_out == 61 and stats.bytes_out == 60 * 1401 + 6
+            assert sink.stats().datagrams_in == 61
+        finally:
+            driver._sock = real
+            await driver.stop()
+            await sink.stop()
+
+    run(main())
+
+
+@pytest.mark.parametrize(("errno_name", "fallback"), [("EINVAL", True), ("EAGAIN", False)])
+def test_segmentation_refused_falls_back_and_a_full_buffer_drops(
+    run: Callable[[Coroutine[Any, Any, None]], None], errno_name: str, fallback: bool
+) -> None:
+    import errno
+
+    async def main() -> None:
+        wakeups = Wakeups()
+        sink_core = EchoCore()
+        sink = await started(sink_core, "127.0.0.1", wakeups)
+        core = EchoCore()
+        driver = await started(core, "127.0.0.1", wakeups)
+        real = driver._sock
+        assert real is not None
+        driver._sock = cast(socket.socket, _SegmentingSpy(real, getattr(errno, errno_name)))
+        driver._gso = True
+        try:
+            sent = [bytes([n]) * 100 for n in range(10)]
+            for data in sent:
+                core.send(data, sink.local_address)
+            driver.transmit()
+            stats = driver.stats()
+            if fallback:  # "not supported here": sendmmsg from now on
+                await wakeups.until(lambda: len(sink_core.received) == len(sent), "the datagrams")
+                assert [data for data, _, _ in sink_core.received] == sent
+                assert not driver._gso and stats.send_drops == 0
+            else:  # a full buffer loses the chunk's datagrams, as UDP would
+                assert driver._gso and stats.send_drops == 10 and stats.datagrams_out == 0
+        finally:
+            driver._sock = real
+            await driver.stop()
+            await sink.stop()
 
     run(main())

@@ -18,6 +18,7 @@ from hamcast.overlay.scribe.messages import (
     Join,
     Leave,
     MalformedMessage,
+    Multicast,
     Redirect,
     Refresh,
     data_overhead,
@@ -27,6 +28,7 @@ from hamcast.overlay.scribe.messages import (
     encode_heartbeat,
     encode_join,
     encode_leave,
+    encode_multicast,
     encode_redirect,
     encode_refresh,
     pack_path,
@@ -51,19 +53,19 @@ def pack(*ids: int) -> bytes:
 
 
 def test_leave_is_the_bare_header() -> None:
-    assert encode_leave(KEY) == b"\x53\x01\x04" + KEY_BYTES
+    assert encode_leave(KEY) == b"\x53\x02\x04" + KEY_BYTES
     assert decode(encode_leave(KEY)) == Leave(KEY)
 
 
 def test_refresh_vector() -> None:
-    assert encode_refresh(KEY, 3) == b"\x53\x01\x06" + KEY_BYTES + b"\x03"
-    assert encode_refresh(KEY, 1000) == b"\x53\x01\x06" + KEY_BYTES + b"\xff"
+    assert encode_refresh(KEY, 3) == b"\x53\x02\x06" + KEY_BYTES + b"\x03"
+    assert encode_refresh(KEY, 1000) == b"\x53\x02\x06" + KEY_BYTES + b"\xff"
     assert decode(encode_refresh(KEY, 3)) == Refresh(KEY, 3)
 
 
 def test_join_vector() -> None:
     raw = encode_join(KEY, NAME.encode(), V4, 2)
-    assert raw == b"\x53\x01\x01" + KEY_BYTES + b"\x02" + V4_BYTES + b"\x00\x0f" + NAME.encode()
+    assert raw == b"\x53\x02\x01" + KEY_BYTES + b"\x02" + V4_BYTES + b"\x00\x0f" + NAME.encode()
     assert decode(raw) == Join(KEY, NAME, V4, 2)
 
 
@@ -71,8 +73,8 @@ def test_accept_and_heartbeat_vectors() -> None:
     ids = (1).to_bytes(16, "big") + (2).to_bytes(16, "big")
     assert pack(1, 2) == ids
     assert unpack_path(ids) == (1, 2)
-    assert encode_accept(KEY, True, ids) == b"\x53\x01\x02" + KEY_BYTES + b"\x01\x02" + ids
-    assert encode_heartbeat(KEY, False, ids) == b"\x53\x01\x05" + KEY_BYTES + b"\x00\x02" + ids
+    assert encode_accept(KEY, True, ids) == b"\x53\x02\x02" + KEY_BYTES + b"\x01\x02" + ids
+    assert encode_heartbeat(KEY, False, ids) == b"\x53\x02\x05" + KEY_BYTES + b"\x00\x02" + ids
     assert decode(encode_accept(KEY, True, ids)) == Accept(KEY, True, ids)
     assert decode(encode_heartbeat(KEY, False, ids)) == Heartbeat(KEY, False, ids)
 
@@ -89,27 +91,50 @@ def test_path_contains_only_whole_aligned_ids() -> None:
 
 def test_redirect_vector_with_ipv6() -> None:
     raw = encode_redirect(KEY, 3, V6)
-    assert raw == b"\x53\x01\x03" + KEY_BYTES + b"\x03" + V6_BYTES
+    assert raw == b"\x53\x02\x03" + KEY_BYTES + b"\x03" + V6_BYTES
     assert decode(raw) == Redirect(KEY, 3, V6)
 
 
 def test_data_vector_and_restamp() -> None:
-    raw = encode_data(KEY, NAME.encode(), V4, 7, b"hello", routed=True)
-    fixed = b"\x00" + (7).to_bytes(8, "big")
-    assert raw == (
-        b"\x53\x01\x07" + KEY_BYTES + fixed + V4_BYTES + b"\x00\x0f" + NAME.encode() + b"hello"
-    )
-    assert decode(raw) == Data(KEY, NAME, V4, 7, 0, b"hello", True)
-    assert len(raw) == data_overhead(NAME.encode(), V4) + 5
+    raw = encode_data(KEY, V4, 7, b"hello", hops=1)
+    fixed = b"\x01" + (7).to_bytes(8, "big")
+    assert raw == b"\x53\x02\x08" + KEY_BYTES + fixed + V4_BYTES + b"hello"
+    assert decode(raw) == Data(KEY, V4, 7, 1, b"hello")
+    assert len(raw) == data_overhead(V4) + 5 == 51 + 5
+    assert data_overhead(V6) == 63
     tree = restamp(raw, 3)
     assert tree[2] == 8 and tree[19] == 3
-    assert decode(tree) == Data(KEY, NAME, V4, 7, 3, b"hello", False)
-    assert decode(restamp(raw, 999)).hops == 255
+    assert decode(tree) == Data(KEY, V4, 7, 3, b"hello")
+    assert decode(restamp(raw, 999)).hops == 255  # type: ignore[union-attr]
+
+
+def test_multicast_vector() -> None:
+    raw = encode_multicast(5, b"hi")
+    assert raw == bytes.fromhex("53 02 07 00 00 00 00 00 00 00 05 68 69")
+    assert decode(raw) == Multicast(5, b"hi")
+    assert decode(encode_multicast(2**64 - 1, b"")) == Multicast(2**64 - 1, b"")
+
+
+def test_version_1_data_is_refused() -> None:
+    # A version-1 DATA: hops, sequence, source, name, payload after the full header.
+    v1 = (
+        b"\x53\x01\x08"
+        + KEY_BYTES
+        + b"\x01"
+        + (7).to_bytes(8, "big")
+        + V4_BYTES
+        + b"\x00\x0f"
+        + NAME.encode()
+        + b"hello"
+    )
+    with pytest.raises(MalformedMessage, match="unknown version 1"):
+        decode(v1)
 
 
 def test_empty_payload_is_a_message() -> None:
-    raw = encode_data(KEY, NAME.encode(), V6, 1, b"", routed=False)
+    raw = encode_data(KEY, V6, 1, b"")
     assert decode(raw).payload == b""  # type: ignore[union-attr]
+    assert decode(encode_multicast(1, b"")).payload == b""  # type: ignore[union-attr]
 
 
 def test_encoding_refuses_what_the_wire_cannot_carry() -> None:
@@ -139,8 +164,9 @@ def _valid_messages() -> list[bytes]:
         encode_redirect(KEY, 1, V6),
         encode_leave(KEY),
         encode_refresh(KEY, 2),
-        encode_data(KEY, NAME.encode(), V6, 1, b"payload", routed=True),
-        encode_data(KEY, NAME.encode(), V4, 2, b"", routed=False),
+        encode_multicast(1, b"payload"),
+        encode_data(KEY, V6, 1, b"payload"),
+        encode_data(KEY, V4, 2, b""),
     ]
 
 
@@ -149,11 +175,15 @@ def _valid_messages() -> list[bytes]:
     [
         (b"", "shorter than a header"),
         (b"\x54\x01\x04" + KEY_BYTES, "bad magic"),
-        (b"\x53\x02\x04" + KEY_BYTES, "unknown version"),
-        (b"\x53\x01\x09" + KEY_BYTES, "unknown type"),
-        (b"\x53\x01\x00" + KEY_BYTES, "unknown type"),
+        (b"\x53\x01\x04" + KEY_BYTES, "unknown version 1"),
+        (b"\x53\x03\x04" + KEY_BYTES, "unknown version"),
+        (b"\x53\x01\x07" + bytes(8) + b"x", "unknown version 1"),
+        (b"\x53\x02\x07" + bytes(7), "truncated multicast"),
+        (b"\x53\x02\x08" + KEY_BYTES[:10], "shorter than a header"),
+        (b"\x53\x02\x09" + KEY_BYTES, "unknown type"),
+        (b"\x53\x02\x00" + KEY_BYTES, "unknown type"),
         (encode_leave(KEY) + b"\x00", "trailing"),
-        (b"\x53\x01\x06" + KEY_BYTES, "REFRESH has 20 bytes"),
+        (b"\x53\x02\x06" + KEY_BYTES, "REFRESH has 20 bytes"),
         (encode_refresh(KEY, 1) + b"\x00", "REFRESH has 20 bytes"),
         (
             encode_accept(
@@ -165,16 +195,16 @@ def _valid_messages() -> list[bytes]:
             )[:-1],
             "do not hold a path",
         ),
-        (b"\x53\x01\x02" + KEY_BYTES + b"\x01\x00", "empty path"),
-        (b"\x53\x01\x05" + KEY_BYTES + b"\x02\x01" + bytes(16), "unknown flags"),
-        (b"\x53\x01\x01" + KEY_BYTES + b"\x00" + V4_BYTES[:-1], "truncated node handle"),
-        (b"\x53\x01\x03" + KEY_BYTES + b"\x00" + bytes(16) + b"\x05", "address family 5"),
-        (b"\x53\x01\x03" + KEY_BYTES + b"\x00" + V4_BYTES[:-2] + b"\x00\x00", "port 0"),
-        (b"\x53\x01\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x00\x00", "name length 0"),
-        (b"\x53\x01\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x00\x05abc", "truncated name"),
-        (b"\x53\x01\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x00\x02\xff\xfe", "not UTF-8"),
-        (b"\x53\x01\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x10\x01", "name length 4097"),
-        (b"\x53\x01\x08" + KEY_BYTES + b"\x00" * 5, "truncated data header"),
+        (b"\x53\x02\x02" + KEY_BYTES + b"\x01\x00", "empty path"),
+        (b"\x53\x02\x05" + KEY_BYTES + b"\x02\x01" + bytes(16), "unknown flags"),
+        (b"\x53\x02\x01" + KEY_BYTES + b"\x00" + V4_BYTES[:-1], "truncated node handle"),
+        (b"\x53\x02\x03" + KEY_BYTES + b"\x00" + bytes(16) + b"\x05", "address family 5"),
+        (b"\x53\x02\x03" + KEY_BYTES + b"\x00" + V4_BYTES[:-2] + b"\x00\x00", "port 0"),
+        (b"\x53\x02\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x00\x00", "name length 0"),
+        (b"\x53\x02\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x00\x05abc", "truncated name"),
+        (b"\x53\x02\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x00\x02\xff\xfe", "not UTF-8"),
+        (b"\x53\x02\x01" + KEY_BYTES + b"\x00" + V4_BYTES + b"\x10\x01", "name length 4097"),
+        (b"\x53\x02\x08" + KEY_BYTES + b"\x00" * 5, "truncated data header"),
     ],
 )
 def test_malformed_vectors(raw: bytes, why: str) -> None:
@@ -186,8 +216,8 @@ def test_malformed_vectors(raw: bytes, why: str) -> None:
 def test_every_truncation_of_a_valid_message_is_refused() -> None:
     for raw in _valid_messages():
         last = len(raw) - 1
-        if decode(raw).__class__ is Data:
-            # Data ends with the payload: only cuts into the name or earlier fail.
+        if decode(raw).__class__ in (Data, Multicast):
+            # Data ends with the payload: only cuts into the fixed fields fail.
             last = len(raw) - len(decode(raw).payload) - 1  # type: ignore[union-attr]
         for cut in range(last + 1):
             with pytest.raises(MalformedMessage):

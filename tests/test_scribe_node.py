@@ -45,6 +45,7 @@ from hamcast.overlay.scribe.messages import (
     Join,
     Leave,
     Message,
+    Multicast,
     Redirect,
     Refresh,
     decode,
@@ -53,6 +54,7 @@ from hamcast.overlay.scribe.messages import (
     encode_heartbeat,
     encode_join,
     encode_leave,
+    encode_multicast,
     encode_redirect,
     encode_refresh,
     pack_path,
@@ -111,9 +113,13 @@ class FakeKbr:
             raise self.refuse
         self.forwarded.append((key, payload, next_hop))
 
-    def send_direct(self, node: NodeHandle, payload: bytes, now: float) -> None:
+    def send_direct(
+        self, node: NodeHandle, payload: bytes, now: float, *, compact: bool = False
+    ) -> None:
         if self.refuse is not None:
             raise self.refuse
+        # Data goes compact, control messages do not.
+        assert compact == (payload[2] == 8), (compact, payload[:3])
         self.direct.append((node, payload))
 
     def is_root(self, key: int) -> bool:
@@ -174,7 +180,7 @@ def transit_join(
 
 
 def data(source: NodeHandle, sequence: int, payload: bytes = b"x", hops: int = 1) -> bytes:
-    return encode_data(KEY, NAME.encode(), source, sequence, payload, routed=False, hops=hops)
+    return encode_data(KEY, source, sequence, payload, hops=hops)
 
 
 # --- joining -----------------------------------------------------------------
@@ -633,7 +639,7 @@ def test_data_is_delivered_once_and_flooded_to_other_neighbours() -> None:
     assert drain(node) == [SourceSeen(NAME, S), MessageReceived(NAME, b"hi", S, 1, 2)]
     sent = kbr.sent()
     assert sorted(n.id for n, _ in sent) == [A.id, B.id]
-    assert all(m == Data(KEY, NAME, S, 1, 3, b"hi", False) for _, m in sent)
+    assert all(m == Data(KEY, S, 1, 3, b"hi") for _, m in sent)
     # A duplicate is neither delivered nor passed on; a message from a child goes up too.
     node.handle_kbr_event(DirectReceived(data(S, 1, b"hi", hops=2), P), 1.1)
     node.handle_kbr_event(DirectReceived(data(S, 2, b"up"), A), 1.2)
@@ -660,15 +666,15 @@ def test_routed_multicast_at_the_root_goes_down_the_tree() -> None:
     transit_join(node, A, None, 0.0)
     drain(node)
     kbr.sent()
-    raw = encode_data(KEY, NAME.encode(), S, 4, b"m", routed=True)
+    raw = encode_multicast(4, b"m")
     node.handle_kbr_event(Delivered(KEY, raw, S, 3), 1.0)
     assert drain(node) == [SourceSeen(NAME, S), MessageReceived(NAME, b"m", S, 4, 3)]
-    assert kbr.sent() == [(A, Data(KEY, NAME, S, 4, 4, b"m", False))]
+    assert kbr.sent() == [(A, Data(KEY, S, 4, 4, b"m"))]
 
 
 def test_routed_multicast_where_there_is_no_tree_is_dropped() -> None:
     node, _ = make()
-    raw = encode_data(KEY, NAME.encode(), S, 1, b"m", routed=True)
+    raw = encode_multicast(1, b"m")
     node.handle_kbr_event(Delivered(KEY, raw, S, 3), 1.0)
     assert node.stats.no_tree == 1 and drain(node) == []
 
@@ -686,7 +692,7 @@ def test_multicast_off_the_tree_routes_to_the_root() -> None:
     node.multicast(G, b"hello", 0.0)
     [(key, payload, intercept)] = kbr.routed
     assert key == KEY and not intercept
-    assert decode(payload) == Data(KEY, NAME, ME, 1, 0, b"hello", True)
+    assert decode(payload) == Multicast(1, b"hello")
     node.multicast(G, b"again", 0.1)
     assert decode(kbr.routed[-1][1]).sequence == 2  # type: ignore[union-attr]
     assert drain(node) == []
@@ -712,7 +718,7 @@ def test_multicast_from_a_part_cut_off_from_the_root_also_routes() -> None:
     kbr.sent()
     node.multicast(G, b"hi", 0.1)
     assert [n for n, _ in kbr.sent()] == [A]
-    assert not kbr.routed[-1][2] and isinstance(decode(kbr.routed[-1][1]), Data)
+    assert not kbr.routed[-1][2] and isinstance(decode(kbr.routed[-1][1]), Multicast)
 
 
 def test_loopback_can_be_turned_off() -> None:
@@ -725,7 +731,7 @@ def test_loopback_can_be_turned_off() -> None:
 def test_multicast_too_long_is_refused() -> None:
     node, _ = make(ScribeConfig(max_message_size=1000))
     limit = node.max_payload(G)
-    assert limit == 1000 - (19 + 9 + 23 + 2 + len(NAME))
+    assert limit == 1000 - (19 + 9 + 23)  # the name does not travel with data
     node.multicast(G, bytes(limit), 0.0)
     with pytest.raises(MessageTooLongError):
         node.multicast(G, bytes(limit + 1), 0.0)
@@ -770,11 +776,9 @@ def test_bad_names_and_keys() -> None:
         node.multicast("ham:", b"", 0.0)
     # A name whose key is not the message's: dropped and counted.
     other_key = canonical_group("ham:opaque:other")[1]
-    raw = encode_data(other_key, NAME.encode(), S, 1, b"x", routed=True)
-    node.handle_kbr_event(Delivered(other_key, raw, S, 1), 0.0)
     payload = encode_join(other_key, NAME.encode(), A, 0)
     node.handle_kbr_event(RouteStep(other_key, payload, A, A, P, 1), 0.0)
-    assert node.stats.key_mismatch == 2 and node.groups() == {}
+    assert node.stats.key_mismatch == 1 and node.groups() == {}
 
 
 def test_oversize_input_is_dropped_before_parsing() -> None:
@@ -785,11 +789,13 @@ def test_oversize_input_is_dropped_before_parsing() -> None:
 
 def test_routed_data_sent_direct_and_other_misplaced_messages_are_counted() -> None:
     node, kbr = attached()
-    raw = encode_data(KEY, NAME.encode(), S, 1, b"x", routed=True)
+    raw = encode_multicast(1, b"x")
     node.handle_kbr_event(DirectReceived(raw, P), 1.0)
     node.handle_kbr_event(Delivered(KEY, encode_leave(KEY), A, 1), 1.0)
     node.handle_kbr_event(DirectReceived(encode_leave(KEY), ME), 1.0)
-    assert node.stats.unexpected == 3
+    node.handle_kbr_event(Delivered(KEY, data(S, 1), A, 1), 1.0)  # DATA is never routed
+    node.handle_kbr_event(RouteStep(KEY, raw, A, A, None, 1), 1.0)  # nor intercepted
+    assert node.stats.unexpected == 5
     # A non-JOIN intercepted route is passed on untouched.
     node.handle_kbr_event(RouteStep(KEY, encode_leave(KEY), A, A, R, 1), 1.0)
     assert kbr.forwarded[-1] == (KEY, encode_leave(KEY), R)
@@ -815,7 +821,7 @@ def test_routed_data_sent_direct_and_other_misplaced_messages_are_counted() -> N
                     encode_leave(KEY),
                     encode_refresh(KEY, 0),
                     data(S, 1),
-                    encode_data(KEY, NAME.encode(), S, 2, b"r", routed=True),
+                    encode_multicast(2, b"r"),
                 ]
             ),
             st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), max_size=3),

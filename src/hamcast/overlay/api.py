@@ -125,8 +125,15 @@ class KeyBasedRouting(Protocol):
         the route starts afresh here (origin this node, hop count 0).
         """
 
-    def send_direct(self, node: NodeHandle, payload: bytes, now: float) -> None:
-        """Send ``payload`` to a known node in one hop."""
+    def send_direct(
+        self, node: NodeHandle, payload: bytes, now: float, *, compact: bool = False
+    ) -> None:
+        """Send ``payload`` to a known node in one hop.
+
+        ``compact``: with the least header (data); the receiver may know the
+        sender by its id only and take its handle from its own tables or the
+        datagram's source address. Control messages leave it ``False``.
+        """
 
     def is_root(self, key: int) -> bool:
         """Whether this node is, by what it knows, the live node closest to ``key``."""

@@ -21,9 +21,11 @@ not with asyncio's datagram transport: the transport reads one datagram per
 wake-up, which saturates a core at ~50k datagrams/s (DESIGN.md §11). Run it on
 uvloop where installed (``hamcast.daemon.server.new_event_loop``). On Linux
 the reads and writes are batched system calls: ``recvmmsg`` takes up to 16
-frames per call, and consecutive frames to one peer (a run of messages to a
-tree neighbour, the fragments of one message) go out with one ``sendmmsg``;
-elsewhere it is one ``recvfrom``/``sendto`` per frame. What reaches the core
+frames per call, and consecutive frames to one peer go out together — a run
+of whole frames of one size (messages to a tree neighbour) as one ``sendmsg``
+with UDP segmentation offload (``UDP_SEGMENT``; the receiver sees ordinary
+datagrams), anything else (the fragments of one message) with one
+``sendmmsg``; elsewhere it is one ``recvfrom``/``sendto`` per frame. What reaches the core
 is the same either way (docs/performance.md, "Overlay data path").
 
 Host parts of addresses must be IP literals: ``sendto`` with a host name would
@@ -52,7 +54,7 @@ from hamcast.overlay.ids import Address
 from hamcast.technologies.ip import mmsg
 from hamcast.technologies.ip.mmsg import BATCH, DatagramBatcher
 
-__all__ = ["DatagramCore", "DriverStats", "OverlayDriver"]
+__all__ = ["BatchCore", "DatagramCore", "DriverStats", "OverlayDriver"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +78,23 @@ _MAX_SOCKADDRS = 1024
 _READ_SLOTS = 16
 _SOCKADDR_IN = 16
 _SOCKADDR_IN6 = 28
-_U32 = struct.Struct("=I")
 _PORT = struct.Struct("!H")
+# UDP generic segmentation offload (Linux >= 4.18): one sendmsg carries a run
+# of equal-size datagrams, cut by the kernel (or the NIC) as late as it can;
+# the receiver sees ordinary datagrams. At most 64 segments, 64 KB in all.
+_UDP_SEGMENT = 103
+_GSO_SEGMENTS = 64
+_GSO_BYTES = 65000
+_GSO_SIZE = struct.Struct("=H")
+# What says "no GSO here" (old kernel, a device without checksum offload, a
+# segment above the path MTU): send those runs with sendmmsg from then on.
+_GSO_UNSUPPORTED = (
+    errno.EINVAL,
+    errno.EIO,
+    errno.ENOPROTOOPT,
+    errno.EOPNOTSUPP,
+    errno.EMSGSIZE,
+)
 
 
 class DatagramCore(Protocol):
@@ -100,6 +117,18 @@ class DatagramCore(Protocol):
 
     def handle_timer(self, now: float) -> None:
         """The time reached :meth:`get_timer`."""
+
+
+class BatchCore(DatagramCore, Protocol):
+    """A core that also takes all datagrams of one wake-up at once.
+
+    ``receive_datagrams(items, now)`` must do what ``receive_datagram`` on
+    each ``(data, source)`` in order would; a stack of layers can then run
+    its upper layers once per batch instead of once per datagram.
+    """
+
+    def receive_datagrams(self, items: list[tuple[bytes, Address]], now: float) -> None:
+        """Take the datagrams received at one wake-up, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +219,12 @@ class _BatchReader:
             header.msg_name = names + index * _SOCKADDR_IN6
             header.msg_namelen = self._namelen
         self._headers = memoryview(self._msgs).cast("B")
+        # The same memory as native u32s: a length read is an index, not an unpack.
+        self._words = self._headers.cast("I")
         self._stride = ctypes.sizeof(mmsg.Mmsghdr)
         self._len_at = mmsg.Mmsghdr.msg_len.offset
         self._namelen_at = mmsg.Msghdr.msg_namelen.offset
+        assert self._stride % 4 == self._len_at % 4 == self._namelen_at % 4 == 0
         self._ptr = ctypes.addressof(self._msgs)
         self._sources: dict[bytes, Address] = {}
 
@@ -203,12 +235,11 @@ class _BatchReader:
         with the frames read before it.
         """
         out: list[tuple[bytes, Address]] = []
-        unpack = _U32.unpack_from
-        headers, data, names = self._headers, self._data, self._names
+        words, data, names = self._words, self._data, self._names
         stride, len_at, namelen_at, full = (
-            self._stride,
-            self._len_at,
-            self._namelen_at,
+            self._stride // 4,
+            self._len_at // 4,
+            self._namelen_at // 4,
             self._namelen,
         )
         sources = self._sources
@@ -222,14 +253,14 @@ class _BatchReader:
                 return out, OSError(code, f"recvmmsg: {os.strerror(code)}")
             for index in range(got):
                 at = index * stride
-                (length,) = unpack(headers, at + len_at)
-                (namelen,) = unpack(headers, at + namelen_at)
+                length = words[at + len_at]
+                namelen = words[at + namelen_at]
                 start = index * _RECV_SIZE
                 frame = bytes(data[start : start + length])
                 name_at = index * _SOCKADDR_IN6
                 key = bytes(names[name_at : name_at + namelen])
                 if namelen != full:
-                    _U32.pack_into(headers, at + namelen_at, full)
+                    words[at + namelen_at] = full
                 source = sources.get(key)
                 if source is None:
                     source = self._source(key)
@@ -318,6 +349,9 @@ class OverlayDriver:
         self._fd = -1
         #: sendmmsg for runs of frames to one peer (Linux); None: a sendto each.
         self._batcher: DatagramBatcher | None = None
+        #: Runs of equal-size whole frames go out as one UDP_SEGMENT sendmsg
+        #: (Linux, with the batcher); off after the first refusal.
+        self._gso = sys.platform == "linux"
         #: recvmmsg for the frames waiting at a wake-up (Linux); None: recvfrom each.
         self._reader: _BatchReader | None = None
         self._sockaddrs: dict[Address, bytes] = {}
@@ -467,7 +501,7 @@ class OverlayDriver:
 
     def _frames(self, data: bytes, address: Address) -> list[bytes] | None:
         try:
-            return self._fragmenter.fragment(data)
+            return self._fragmenter.fragment(data, ipv6=":" in address[0])
         except MessageTooLongError as exc:
             self._oversized += 1
             self._warn("oversized", "not sending to %s: %s", address, exc)
@@ -508,6 +542,10 @@ class OverlayDriver:
         if len(run) == 1:
             self._sendto(sock, run, address)
             return
+        if self._gso and len(run) == len(ends):
+            # Whole frames only (a fragmented datagram's frames go by sendmmsg).
+            self._send_segmented(sock, run, address)
+            return
         batcher = self._batcher
         assert batcher is not None
         sockaddr = self._sockaddrs.get(address)
@@ -541,6 +579,55 @@ class OverlayDriver:
             self._send_failed(address, failure)
             start = ends[datagram]
             datagram += 1
+
+    def _send_segmented(self, sock: socket.socket, frames: list[bytes], address: Address) -> None:
+        """Send whole frames, each a datagram of its own, with UDP segmentation offload.
+
+        Consecutive frames of one size (the last of a chunk may be shorter)
+        go out with one ``sendmsg``; a chunk the kernel does not take loses
+        its datagrams, as UDP loses them. The first "not supported here"
+        turns GSO off and sends the rest with ``sendmmsg``.
+        """
+        destination = self._destination(address)
+        total = len(frames)
+        start = 0
+        while start < total:
+            size = len(frames[start])
+            limit = min(_GSO_SEGMENTS, _GSO_BYTES // size) if size else 1
+            end = start + 1
+            while end < total and end - start < limit and len(frames[end]) == size:
+                end += 1
+            if end < total and end - start < limit and len(frames[end]) < size:
+                end += 1  # a shorter last segment is allowed
+            chunk = frames[start:end]
+            if len(chunk) == 1:
+                self._sendto(sock, chunk, address)
+                start = end
+                continue
+            try:
+                sock.sendmsg(
+                    [b"".join(chunk)],
+                    [(socket.SOL_UDP, _UDP_SEGMENT, _GSO_SIZE.pack(size))],
+                    0,
+                    destination,
+                )
+            except OSError as exc:
+                if exc.errno in _GSO_UNSUPPORTED:
+                    self._gso = False
+                    logger.info("overlay: no UDP segmentation offload (%s); using sendmmsg", exc)
+                    rest = frames[start:]
+                    self._send_run(sock, rest, list(range(1, len(rest) + 1)), address)
+                    return
+                for _ in chunk:
+                    self._send_failed(address, exc)
+            except (TypeError, ValueError, OverflowError) as exc:
+                self._send_errors += len(chunk)
+                self._warn("send", "cannot send to %r: %s", address, exc)
+                return
+            else:
+                self._datagrams_out += len(chunk)
+                self._bytes_out += sum(map(len, chunk))
+            start = end
 
     def _send_failed(self, address: Address, exc: OSError) -> None:
         if exc.errno in _DROPPED:
@@ -589,11 +676,18 @@ class OverlayDriver:
             self._read_errors += 1
             self._warn("read", "reading the overlay socket failed: %s", error)
         messages = self._reassembler.receive_many(frames, now)
-        for message, source in messages:
+        batch = getattr(self._core, "receive_datagrams", None)
+        if batch is not None and messages:
             try:
-                deliver(message, source, now)
+                batch(messages, now)
             except Exception:
-                self._core_failed("receive_datagram")
+                self._core_failed("receive_datagrams")
+        else:
+            for message, source in messages:
+                try:
+                    deliver(message, source, now)
+                except Exception:
+                    self._core_failed("receive_datagram")
         self._datagrams_in += len(frames)
         self._bytes_in += sum(len(frame) for frame, _ in frames)
         self._messages_in += len(messages)

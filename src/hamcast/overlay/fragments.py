@@ -74,9 +74,10 @@ class FragmentConfig:
     """Sizes, bounds and timeouts of fragmentation; one per overlay node.
 
     Attributes:
-        mtu_payload: Largest UDP payload the fragmenter emits, in bytes, frame
-            header included. 1400 leaves room for IPv6 + UDP headers (48 bytes)
-            and some tunnel overhead under a 1500-byte MTU.
+        mtu_payload: Largest UDP payload the fragmenter emits towards an IPv4
+            peer, in bytes, frame header included: a 1500-byte MTU less the
+            IPv4 (20) and UDP (8) headers. Lower it under tunnels.
+        mtu_payload_ipv6: The same towards an IPv6 peer (1500 - 40 - 8).
         max_message_size: Largest datagram, in bytes, that is sent or
             reassembled: 64 KiB of application payload plus room for the
             overlay's own headers. Larger ones are refused when sending and
@@ -100,7 +101,8 @@ class FragmentConfig:
             message again.
     """
 
-    mtu_payload: int = 1400
+    mtu_payload: int = 1472
+    mtu_payload_ipv6: int = 1452
     max_message_size: int = 65536 + 4096
     max_fragments: int = 256
     reassembly_timeout: float = 2.0
@@ -110,22 +112,26 @@ class FragmentConfig:
     max_completed_remembered: int = 1024
 
     def __post_init__(self) -> None:
-        if not FRAGMENT_HEADER_SIZE + 1 <= self.mtu_payload <= _MAX_UDP_PAYLOAD:
-            raise UsageError(
-                f"mtu_payload must be between {FRAGMENT_HEADER_SIZE + 1} and "
-                f"{_MAX_UDP_PAYLOAD} bytes, not {self.mtu_payload}"
-            )
+        for name in ("mtu_payload", "mtu_payload_ipv6"):
+            value = getattr(self, name)
+            if not FRAGMENT_HEADER_SIZE + 1 <= value <= _MAX_UDP_PAYLOAD:
+                raise UsageError(
+                    f"{name} must be between {FRAGMENT_HEADER_SIZE + 1} and "
+                    f"{_MAX_UDP_PAYLOAD} bytes, not {value}"
+                )
         if not 0 <= self.max_message_size <= _MAX_U32:
             raise UsageError(f"max_message_size must be between 0 and {_MAX_U32} bytes")
         if not 2 <= self.max_fragments <= _MAX_U16:
             raise UsageError(f"max_fragments must be between 2 and {_MAX_U16}")
-        if self.fragments_for(self.max_message_size) > self.max_fragments:
-            raise UsageError(
-                f"a {self.max_message_size}-byte message needs "
-                f"{self.fragments_for(self.max_message_size)} fragments of "
-                f"{self.fragment_data_size} bytes, more than max_fragments "
-                f"({self.max_fragments}): raise mtu_payload or max_fragments"
-            )
+        for ipv6 in (False, True):
+            needed = self.fragments_for(self.max_message_size, ipv6=ipv6)
+            if needed > self.max_fragments:
+                raise UsageError(
+                    f"a {self.max_message_size}-byte message needs {needed} fragments of "
+                    f"{self.payload_limit(ipv6=ipv6) - FRAGMENT_HEADER_SIZE} bytes, more "
+                    f"than max_fragments ({self.max_fragments}): raise "
+                    f"{'mtu_payload_ipv6' if ipv6 else 'mtu_payload'} or max_fragments"
+                )
         if self.reassembly_timeout <= 0:
             raise UsageError("reassembly_timeout must be positive")
         needed = _message_cost(self.max_message_size, self.max_fragments)
@@ -140,14 +146,19 @@ class FragmentConfig:
 
     @property
     def fragment_data_size(self) -> int:
-        """Most datagram bytes one fragment frame carries."""
+        """Most datagram bytes one fragment frame to an IPv4 peer carries."""
         return self.mtu_payload - FRAGMENT_HEADER_SIZE
 
-    def fragments_for(self, size: int) -> int:
+    def payload_limit(self, *, ipv6: bool = False) -> int:
+        """The largest frame towards a peer of that family (``mtu_payload[_ipv6]``)."""
+        return self.mtu_payload_ipv6 if ipv6 else self.mtu_payload
+
+    def fragments_for(self, size: int, *, ipv6: bool = False) -> int:
         """How many frames a datagram of ``size`` bytes is sent as (1: a whole frame)."""
-        if size + 1 <= self.mtu_payload:
+        limit = self.payload_limit(ipv6=ipv6)
+        if size + 1 <= limit:
             return 1
-        return -(-size // self.fragment_data_size)
+        return -(-size // (limit - FRAGMENT_HEADER_SIZE))
 
 
 def _message_cost(total: int, count: int) -> int:
@@ -178,20 +189,23 @@ class Fragmenter:
         """The id the next fragmented datagram will carry."""
         return self._next_id
 
-    def fragment(self, datagram: bytes | bytearray | memoryview) -> list[bytes]:
-        """The frames to send for ``datagram``, in order.
+    def fragment(
+        self, datagram: bytes | bytearray | memoryview, *, ipv6: bool = False
+    ) -> list[bytes]:
+        """The frames to send for ``datagram`` to a peer of that family, in order.
 
         Raises :class:`~hamcast.errors.MessageTooLongError` when ``datagram`` is
         longer than ``config.max_message_size``.
         """
         config = self.config
         total = len(datagram)
-        if total + 1 <= config.mtu_payload:
+        limit = config.mtu_payload_ipv6 if ipv6 else config.mtu_payload
+        if total + 1 <= limit:
             # The common case: one byte of header, no message id spent.
             return [_WHOLE_PREFIX + datagram]
         if total > config.max_message_size:
             raise MessageTooLongError(total, config.max_message_size)
-        count = -(-total // config.fragment_data_size)
+        count = -(-total // (limit - FRAGMENT_HEADER_SIZE))
         message_id = self._next_id
         self._next_id = (message_id + 1) & _MAX_U32
         view = memoryview(datagram)

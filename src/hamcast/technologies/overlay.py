@@ -52,10 +52,12 @@ from hamcast.model import GroupRole, GroupSetEntry
 from hamcast.overlay.api import Joined
 from hamcast.overlay.driver import OverlayDriver
 from hamcast.overlay.fragments import FragmentConfig
-from hamcast.overlay.ids import Address, NodeHandle, format_id
+from hamcast.overlay.ids import Address, NodeHandle, encode_handle, format_id
 from hamcast.overlay.kbr import KbrConfig, KbrNode, NodeState
+from hamcast.overlay.kbr.messages import DATA_HEADER_SIZE, ROUTE_DATA_HEAD_SIZE
 from hamcast.overlay.scribe import ScribeConfig, ScribeNode
 from hamcast.overlay.scribe.events import ChildAdded, ChildRemoved, MessageReceived
+from hamcast.overlay.scribe.messages import MULTICAST_OVERHEAD, data_overhead
 from hamcast.technologies.base import Assessment, Technology, TechnologyInterface
 from hamcast.technologies.ip.netifs import scan
 from hamcast.uri import URI
@@ -98,17 +100,42 @@ class OverlayStack:
     Datagrams and timers go to the KBR node; its upcalls go to Scribe; Scribe's
     events go to ``on_event``. After every input :meth:`pump` runs both queues
     dry, since each layer's reaction can produce work for the other.
+
+    The data path takes no event objects: KBR's data upcalls reach Scribe as
+    plain tuples (``next_upcall`` / ``handle_kbr_upcall``), and deliveries go
+    to ``on_message(group, payload, source, sequence, hops)`` when it is
+    given (else to ``on_event`` as :class:`MessageReceived`), in the order of
+    the other events.
     """
 
     def __init__(
-        self, kbr: KbrNode, scribe: ScribeNode, on_event: Callable[[object], None]
+        self,
+        kbr: KbrNode,
+        scribe: ScribeNode,
+        on_event: Callable[[object], None],
+        on_message: Callable[[str, bytes, NodeHandle, int, int], None] | None = None,
     ) -> None:
         self.kbr = kbr
         self.scribe = scribe
         self._on_event = on_event
+        self._on_message = on_message
 
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
         self.kbr.receive_datagram(data, source, now)
+        self.pump(now)
+
+    def receive_datagrams(self, items: list[tuple[bytes, Address]], now: float) -> None:
+        """The datagrams of one wake-up: KBR takes them all, then one :meth:`pump`.
+
+        What reaches Scribe and the layer above is the same, in the same
+        order, as with :meth:`receive_datagram` one by one; only KBR's replies
+        to later datagrams may be queued before Scribe's to earlier ones.
+        KBR's event queue holds the batch (``read_batch`` ≤ 256 datagrams,
+        against ``max_events`` = 4096).
+        """
+        receive = self.kbr.receive_datagram
+        for data, source in items:
+            receive(data, source, now)
         self.pump(now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
@@ -128,16 +155,27 @@ class OverlayStack:
         self.pump(now)
 
     def pump(self, now: float) -> None:
+        kbr, scribe = self.kbr, self.scribe
+        next_upcall = kbr.next_upcall
+        take = scribe.handle_kbr_upcall
+        on_event, on_message = self._on_event, self._on_message
+        next_event = scribe.next_event if on_message is None else scribe.next_upcall
         while True:
+            if self.kbr is not kbr or self.scribe is not scribe:
+                self.pump(now)  # restarted through a link peer meanwhile
+                return
             busy = False
-            while (kbr_event := self.kbr.next_event()) is not None:
+            while (upcall := next_upcall()) is not None:
                 busy = True
-                self.scribe.handle_kbr_event(kbr_event, now)
-                if type(kbr_event) is Joined:
-                    self._on_event(kbr_event)  # the node's own arrival matters upward too
-            while (scribe_event := self.scribe.next_event()) is not None:
+                take(upcall, now)
+                if type(upcall) is Joined:
+                    on_event(upcall)  # the node's own arrival matters upward too
+            while (scribe_event := next_event()) is not None:
                 busy = True
-                self._on_event(scribe_event)
+                if type(scribe_event) is tuple:
+                    on_message(*scribe_event)  # type: ignore[misc]
+                else:
+                    on_event(scribe_event)
             if not busy:
                 return
 
@@ -208,7 +246,7 @@ class OverlayTechnology(Technology):
         self._handle = NodeHandle(self._node_id, host)
         kbr = KbrNode(self._handle, self._kbr_config, random.Random(self._node_id))
         scribe = ScribeNode(kbr, self._scribe_config)
-        self._stack = OverlayStack(kbr, scribe, self._scribe_event)
+        self._stack = OverlayStack(kbr, scribe, self._scribe_event, self._message)
         placeholder.target = self._stack
         self._driver = driver
         self._seed = self._bootstrap[0] if self._bootstrap else host
@@ -317,10 +355,19 @@ class OverlayTechnology(Technology):
         return self._stack.scribe.max_payload("ham:opaque:" + "x" * (_MAX_NAME - 11))
 
     def atomic_msg_size(self, iface: str) -> int:
-        # What fits one UDP datagram without the overlay's own fragmentation,
-        # leaving 200 bytes for the KBR and Scribe headers (group names up to
-        # about 100 characters).
-        return self._fragments.mtu_payload - 200
+        """What fits one frame of the fragment MTU with the data messages' headers.
+
+        1401 bytes over IPv4 with the defaults (docs/technologies/overlay.md),
+        whatever the group's name: data messages do not carry it.
+        """
+        handle = self._handle or NodeHandle(0, ("0.0.0.0", 1))
+        handle_size = len(encode_handle(handle))
+        headers = max(
+            DATA_HEADER_SIZE + data_overhead(handle),  # DATA along a tree edge
+            ROUTE_DATA_HEAD_SIZE + handle_size + MULTICAST_OVERHEAD,  # routed to the root
+        )
+        ipv6 = ":" in handle.address[0]
+        return max(self._fragments.payload_limit(ipv6=ipv6) - 1 - headers, 0)
 
     # --- finding the overlay through link peers ------------------------------------
 
@@ -391,8 +438,20 @@ class OverlayTechnology(Technology):
             self._source_names[source] = text
         return text
 
+    def _message(
+        self, group: str, payload: bytes, source: NodeHandle, sequence: int, hops: int
+    ) -> None:
+        # The data path: what OverlayStack hands over without a MessageReceived.
+        uri = self._uris.get(group)
+        if uri is None:
+            uri = self._uri(group)
+        text = self._source_names.get(source)
+        if text is None:
+            text = self._source_name(source)
+        self.upcalls.deliver(self, _IFACE, uri, text, payload)
+
     def _scribe_event(self, event: object) -> None:
-        if type(event) is MessageReceived:  # the data path: first, and no isinstance
+        if type(event) is MessageReceived:
             self.upcalls.deliver(
                 self, _IFACE, self._uri(event.group), self._source_name(event.source), event.payload
             )
@@ -467,6 +526,10 @@ class _Deferred:
     def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
         if self.target is not None:
             self.target.receive_datagram(data, source, now)
+
+    def receive_datagrams(self, items: list[tuple[bytes, Address]], now: float) -> None:
+        if self.target is not None:
+            self.target.receive_datagrams(items, now)
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         return self.target.datagrams_to_send() if self.target is not None else []

@@ -4,11 +4,13 @@ docs/technologies/overlay-kbr.md specifies every byte; this module is its
 reference implementation and does no I/O. All integers are big-endian
 (network order). A datagram is::
 
-    version:u8 = 0xB1 | type:u8 | flags:u8 | sender:handle | body
+    version:u8 = 0xB2 | type:u8 | flags:u8 | sender:handle | body
 
 ``flags`` bit 0 (``MEMBER``) says the sender has joined the overlay: only
 then may the receiver put it in its tables. A ``handle`` is
-``id:16 family:u8 (4|6) address:4|16 port:u16``.
+``id:16 family:u8 (4|6) address:4|16 port:u16``. The compact data types
+(``DATA``, ``ROUTE_DATA``, new in version 2) name the sender by its 16-byte id
+only and let the datagram's end delimit the payload.
 
 Decoding validates every field against the receiver's limits and raises
 :class:`~hamcast.errors.ProtocolError`; the node counts and drops those.
@@ -29,8 +31,10 @@ __all__ = [
     "FLAG_MEMBER",
     "VERSION",
     "Announce",
+    "CompactDatagram",
     "Datagram",
     "Direct",
+    "DirectData",
     "Join",
     "JoinReply",
     "LeafSet",
@@ -41,14 +45,20 @@ __all__ = [
     "Ping",
     "Pong",
     "Route",
+    "RouteData",
     "RowRequest",
     "Rows",
+    "UnsupportedVersion",
     "WireCodec",
     "encode_handle",
 ]
 
-#: First byte of every datagram: high nibble 0xB marks hamcast KBR, low nibble the version (1).
-VERSION: Final = 0xB1
+#: First byte of every datagram: high nibble 0xB marks hamcast KBR, low nibble the version (2).
+VERSION: Final = 0xB2
+#: Bytes of a DATA datagram before its payload: version, type, flags, sender id.
+DATA_HEADER_SIZE: Final = 19
+#: Bytes of a ROUTE_DATA datagram before the origin handle: DATA's, hops, key.
+ROUTE_DATA_HEAD_SIZE: Final = 36
 #: Header flag: the sender is a member (has joined) and may be put in tables.
 FLAG_MEMBER: Final = 0x01
 #: ROUTE flag: an intercepted route (a RouteStep at every hop).
@@ -57,6 +67,17 @@ _ROUTE_INTERCEPT: Final = 0x01
 _F64 = struct.Struct("!d")
 _U32 = struct.Struct("!I")
 _ROUTE_HEAD = struct.Struct("!BB16s")  # flags, hops, key
+
+
+class UnsupportedVersion(ProtocolError):
+    """A datagram of another version of this format (a version-1 node's, say)."""
+
+    def __init__(self, version_byte: int) -> None:
+        super().__init__(
+            f"version byte {version_byte:#04x}, this node speaks {VERSION:#04x}"
+            + (" (a version-1 hamcast node)" if version_byte == 0xB1 else "")
+        )
+        self.version_byte = version_byte
 
 
 class MessageType(enum.IntEnum):
@@ -74,6 +95,8 @@ class MessageType(enum.IntEnum):
     ROUTE = 0x0A
     DIRECT = 0x0B
     LEAVE = 0x0C
+    DATA = 0x0D
+    ROUTE_DATA = 0x0E
 
 
 #: One routing-table row on the wire: its index and its entries.
@@ -196,6 +219,25 @@ class Leave:
     leaf_set: tuple[NodeHandle, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class DirectData:
+    """An application payload sent straight to the receiver, compact (sender by id)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.DATA
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RouteData:
+    """A plain (not intercepted) route, compact: fields as :class:`Route`."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ROUTE_DATA
+    key: int
+    hops: int
+    origin: NodeHandle
+    payload: bytes
+
+
 Message = (
     Ping
     | Pong
@@ -209,6 +251,8 @@ Message = (
     | Route
     | Direct
     | Leave
+    | DirectData
+    | RouteData
 )
 
 
@@ -219,6 +263,15 @@ class Datagram:
     sender: NodeHandle
     member: bool
     message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class CompactDatagram:
+    """A decoded compact datagram (DATA, ROUTE_DATA): the sender is known by its id only."""
+
+    sender_id: int
+    member: bool
+    message: DirectData | RouteData
 
 
 def _write_handles(out: bytearray, handles: tuple[NodeHandle, ...]) -> None:
@@ -266,6 +319,19 @@ class WireCodec:
     def encode(self, sender: bytes, member: bool, message: Message) -> bytes:
         """``message`` from the already encoded ``sender`` handle, as one datagram."""
         head = bytes((VERSION, message.TYPE, FLAG_MEMBER if member else 0))
+        if isinstance(message, DirectData):
+            return head + sender[:16] + message.payload
+        if isinstance(message, RouteData):
+            return b"".join(
+                (
+                    head,
+                    sender[:16],
+                    bytes((message.hops,)),
+                    message.key.to_bytes(16, "big"),
+                    encode_handle(message.origin),
+                    message.payload,
+                )
+            )
         if isinstance(message, Ping):
             if not message.leaf_set:
                 return head + sender + _F64.pack(message.timestamp) + b"\x00"
@@ -307,16 +373,24 @@ class WireCodec:
 
     # --- decoding --------------------------------------------------------------
 
-    def decode(self, data: bytes) -> Datagram:
-        """The datagram in ``data``; :class:`ProtocolError` if any field is invalid."""
-        if len(data) < 3 + 23:
+    def decode(self, data: bytes) -> Datagram | CompactDatagram:
+        """The datagram in ``data``; :class:`ProtocolError` if any field is invalid.
+
+        A version byte other than :data:`VERSION` raises
+        :class:`UnsupportedVersion` (a :class:`ProtocolError`).
+        """
+        if len(data) < DATA_HEADER_SIZE:
             raise ProtocolError("datagram shorter than the smallest header")
         if data[0] != VERSION:
-            raise ProtocolError(f"version byte {data[0]:#04x}, expected {VERSION:#04x}")
+            raise UnsupportedVersion(data[0])
         kind = data[1]
         flags = data[2]
         if flags & ~FLAG_MEMBER:
             raise ProtocolError(f"unknown header flags {flags:#04x}")
+        if kind in (MessageType.DATA, MessageType.ROUTE_DATA):
+            return self.decode_compact(data)
+        if len(data) < 3 + 23:
+            raise ProtocolError("datagram shorter than the smallest header")
         sender, offset = read_handle(data, 3)
         message: Message
         if kind == MessageType.PING:
@@ -372,6 +446,34 @@ class WireCodec:
         if offset != len(data):
             raise ProtocolError(f"{len(data) - offset} trailing bytes after {message.TYPE.name}")
         return Datagram(sender, bool(flags & FLAG_MEMBER), message)
+
+    def decode_compact(self, data: bytes) -> CompactDatagram:
+        """A DATA or ROUTE_DATA datagram whose version byte was checked already."""
+        size = len(data)
+        if size < DATA_HEADER_SIZE:
+            raise ProtocolError("datagram shorter than the smallest header")
+        flags = data[2]
+        if flags & ~FLAG_MEMBER:
+            raise ProtocolError(f"unknown header flags {flags:#04x}")
+        sender_id = int.from_bytes(data[3:19], "big")
+        message: DirectData | RouteData
+        if data[1] == MessageType.DATA:
+            start = DATA_HEADER_SIZE
+            message = DirectData(data[start:])
+        elif data[1] == MessageType.ROUTE_DATA:
+            if size < ROUTE_DATA_HEAD_SIZE:
+                raise ProtocolError("truncated ROUTE_DATA")
+            hops = data[19]
+            if hops == 0 or hops > self._max_hops:
+                raise ProtocolError(f"ROUTE_DATA with {hops} hops (1..{self._max_hops})")
+            origin, start = read_handle(data, ROUTE_DATA_HEAD_SIZE)
+            key = int.from_bytes(data[20:ROUTE_DATA_HEAD_SIZE], "big")
+            message = RouteData(key, hops, origin, data[start:])
+        else:
+            raise ProtocolError(f"type {data[1]:#04x} is not a compact data type")
+        if size - start > self._max_payload:
+            raise ProtocolError(f"payload of {size - start} bytes, limit {self._max_payload}")
+        return CompactDatagram(sender_id, bool(flags & FLAG_MEMBER), message)
 
     @staticmethod
     def _read_timestamp(data: bytes, offset: int) -> tuple[float, int]:

@@ -26,7 +26,8 @@ SEND_QUEUE_FULL: Final = MALFORMED + 2
 EVENTS_LOST: Final = MALFORMED + 3
 CANDIDATES_IGNORED: Final = MALFORMED + 4
 REQUESTS_IGNORED: Final = MALFORMED + 5
-_SLOTS: Final = MALFORMED + 6
+UNSUPPORTED_VERSION: Final = MALFORMED + 6
+_SLOTS: Final = MALFORMED + 7
 
 
 def counter_slots() -> list[int]:
@@ -52,6 +53,8 @@ class KbrStats:
             because ``max_pending_probes`` were already being probed.
         requests_ignored: Leaf-set or row requests not sent because
             ``max_pending_requests`` were outstanding.
+        unsupported_version: Datagrams of another version of the wire format
+            (a version-1 node's), dropped unparsed.
     """
 
     sent: Mapping[str, int]
@@ -63,6 +66,7 @@ class KbrStats:
     events_lost: int
     candidates_ignored: int
     requests_ignored: int
+    unsupported_version: int = 0
 
     @property
     def total_sent(self) -> int:
@@ -77,7 +81,9 @@ class KbrStats:
     @property
     def total_dropped(self) -> int:
         """Datagrams dropped on receipt for any reason (refused, malformed, oversize)."""
-        return sum(self.dropped.values()) + self.malformed + self.oversize
+        return (
+            sum(self.dropped.values()) + self.malformed + self.oversize + self.unsupported_version
+        )
 
 
 def snapshot(counts: list[int]) -> KbrStats:
@@ -96,4 +102,5 @@ def snapshot(counts: list[int]) -> KbrStats:
         events_lost=counts[EVENTS_LOST],
         candidates_ignored=counts[CANDIDATES_IGNORED],
         requests_ignored=counts[REQUESTS_IGNORED],
+        unsupported_version=counts[UNSUPPORTED_VERSION],
     )

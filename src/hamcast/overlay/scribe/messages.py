@@ -5,9 +5,13 @@ reference implementation. Every Scribe message travels as one KBR payload
 (routed, intercepted or sent direct). All integers are unsigned and big-endian
 (network order); there is no padding.
 
-Every message starts with the same 19 bytes::
+Every message but MULTICAST starts with the same 19 bytes::
 
-    magic 0x53 ('S') | version 0x01 | type u8 | key (16 bytes)
+    magic 0x53 ('S') | version 0x02 | type u8 | key (16 bytes)
+
+Version 2 made the data messages compact: a MULTICAST is
+``magic | version | type | sequence u64 | payload`` (its KBR route carries the
+key, the source as origin, and the hops), a DATA carries no group name.
 
 :func:`decode` validates every field and raises :class:`MalformedMessage`
 (a :class:`~hamcast.errors.ProtocolError`) for anything else; it never raises
@@ -38,8 +42,10 @@ __all__ = [
     "MalformedMessage",
     "Message",
     "MessageType",
+    "Multicast",
     "Redirect",
     "Refresh",
+    "MULTICAST_OVERHEAD",
     "data_overhead",
     "decode",
     "encode_accept",
@@ -47,6 +53,7 @@ __all__ = [
     "encode_heartbeat",
     "encode_join",
     "encode_leave",
+    "encode_multicast",
     "encode_redirect",
     "encode_refresh",
     "pack_path",
@@ -56,7 +63,7 @@ __all__ = [
 ]
 
 MAGIC: Final = 0x53
-VERSION: Final = 1
+VERSION: Final = 2
 #: magic, version, type, key.
 HEADER_SIZE: Final = 19
 #: Longest group name on the wire, bytes of UTF-8: four bytes for each of the
@@ -67,6 +74,10 @@ FLAG_ROOTED: Final = 0x01
 
 _HEADER = struct.Struct("!BBB16s")
 _DATA_FIXED = struct.Struct("!BQ")  # hops, sequence
+_SEQUENCE = struct.Struct("!Q")
+#: Bytes a MULTICAST adds to its payload: magic, version, type, sequence.
+MULTICAST_OVERHEAD: Final = 11
+_MULTICAST_HEAD: Final = bytes((MAGIC, VERSION, 7))
 _PORT = struct.Struct("!H")
 _HOPS_OFFSET: Final = HEADER_SIZE
 _ID_SIZE: Final = 16
@@ -164,18 +175,27 @@ class Refresh:
 
 @dataclass(frozen=True, slots=True)
 class Data:
-    """One multicast message (type MULTICAST if ``routed``, else DATA)."""
+    """One multicast message along a tree edge (DATA); the group is known by its key."""
 
     key: int
-    name: str
     source: NodeHandle
     sequence: int
     hops: int
     payload: bytes
-    routed: bool
 
 
-Message = Join | Accept | Heartbeat | Redirect | Leave | Refresh | Data
+@dataclass(frozen=True, slots=True)
+class Multicast:
+    """One multicast message routed to the key's root (MULTICAST).
+
+    Key, source and hops are the KBR route's key, origin and hop count.
+    """
+
+    sequence: int
+    payload: bytes
+
+
+Message = Join | Accept | Heartbeat | Redirect | Leave | Refresh | Data | Multicast
 
 # The data types as plain ints: comparing with them costs less than with enum members.
 _DATA: Final = int(MessageType.DATA)
@@ -268,34 +288,32 @@ def encode_refresh(key: int, children: int) -> bytes:
 
 
 def encode_data(
-    key: int,
-    name: bytes,
-    source: NodeHandle,
-    sequence: int,
-    payload: bytes,
-    *,
-    routed: bool,
-    hops: int = 0,
+    key: int, source: NodeHandle, sequence: int, payload: bytes, *, hops: int = 1
 ) -> bytes:
-    """A MULTICAST (``routed``) or DATA message."""
-    head, tail = _data_frame(_MULTICAST if routed else _DATA, key, name, encode_handle(source))
-    return b"".join((head, _DATA_FIXED.pack(hops, sequence), tail, payload))
+    """A DATA message (sent along a tree edge)."""
+    return b"".join(
+        (data_header(key), _DATA_FIXED.pack(hops, sequence), encode_handle(source), payload)
+    )
+
+
+def encode_multicast(sequence: int, payload: bytes) -> bytes:
+    """A MULTICAST message (routed to the key's root, which knows key and source from KBR)."""
+    return _MULTICAST_HEAD + _SEQUENCE.pack(sequence) + payload
 
 
 @functools.lru_cache(maxsize=1024)
-def _data_frame(kind: int, key: int, name: bytes, source: bytes) -> tuple[bytes, bytes]:
-    # What every message of one (group, source) repeats around hops and
-    # sequence: encoded once, not per message.
-    return _header(kind, key), source + _name_field(name)
+def data_header(key: int) -> bytes:
+    """The 19-byte header of a DATA message for ``key`` (cached: one per group)."""
+    return _header(_DATA, key)
 
 
-def data_overhead(name: bytes, source: NodeHandle) -> int:
-    """Bytes a MULTICAST or DATA message adds to its payload."""
-    return HEADER_SIZE + _DATA_FIXED.size + len(encode_handle(source)) + 2 + len(name)
+def data_overhead(source: NodeHandle) -> int:
+    """Bytes a DATA message from ``source`` adds to its payload (more than a MULTICAST)."""
+    return HEADER_SIZE + _DATA_FIXED.size + len(encode_handle(source))
 
 
 def restamp(raw: bytes, hops: int) -> bytes:
-    """Valid MULTICAST or DATA bytes ``raw`` as a DATA message with ``hops``.
+    """Valid DATA bytes ``raw`` as a DATA message with ``hops``.
 
     A forwarder passes a message on by changing two bytes, not by re-encoding it.
     """
@@ -316,22 +334,28 @@ def restamp(raw: bytes, hops: int) -> bytes:
 def decode(raw: bytes) -> Message:
     """The message in ``raw``; raises :class:`MalformedMessage` if it is not one."""
     size = len(raw)
-    if size < HEADER_SIZE:
+    if size < 3:
         raise MalformedMessage(f"{size} bytes is shorter than a header")
-    magic, version, kind, key_bytes = _HEADER.unpack_from(raw)
+    magic, version, kind = raw[0], raw[1], raw[2]
     if magic != MAGIC:
         raise MalformedMessage(f"bad magic 0x{magic:02x}")
     if version != VERSION:
-        raise MalformedMessage(f"unknown version {version}")
-    key = int.from_bytes(key_bytes, "big")
+        raise MalformedMessage(f"unknown version {version} (this node speaks {VERSION})")
+    if kind == _MULTICAST:
+        if size < MULTICAST_OVERHEAD:
+            raise MalformedMessage("truncated multicast")
+        (sequence,) = _SEQUENCE.unpack_from(raw, 3)
+        return Multicast(sequence, raw[MULTICAST_OVERHEAD:])
+    if size < HEADER_SIZE:
+        raise MalformedMessage(f"{size} bytes is shorter than a header")
+    key = int.from_bytes(raw[3:HEADER_SIZE], "big")
     offset = HEADER_SIZE
-    if kind in (_DATA, _MULTICAST):  # the hot path: plain ints, not enum members
+    if kind == _DATA:
         if size < offset + _DATA_FIXED.size:
             raise MalformedMessage("truncated data header")
         hops, sequence = _DATA_FIXED.unpack_from(raw, offset)
         source, offset = _read_handle(raw, offset + _DATA_FIXED.size)
-        name, offset = _read_name(raw, offset)
-        return Data(key, name, source, sequence, hops, raw[offset:], kind == _MULTICAST)
+        return Data(key, source, sequence, hops, raw[offset:])
     if kind in (MessageType.HEARTBEAT, MessageType.ACCEPT):
         if size < offset + 2:
             raise MalformedMessage("truncated path header")
