@@ -74,3 +74,17 @@ def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     yield proc
     if proc.process.poll() is None:
         proc.stop(signal.SIGKILL)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say loudly, at the end, what this machine's kernel kept from running."""
+    from hamcast.testbed import multicast_routing_missing
+
+    missing = multicast_routing_missing()
+    if missing is not None:
+        terminalreporter.write_sep("*", "NO MULTICAST ROUTING IN THIS KERNEL", yellow=True)
+        terminalreporter.write_line(
+            f"*** {missing}: tests of routed multicast (pimd, smcroute) were SKIPPED;"
+            " the standard topology, the hybrid scenario and the monitor test ran with"
+            " unicast-only routers ***"
+        )

@@ -50,6 +50,7 @@ from hamcast.discovery import packets as p
 from hamcast.discovery.capture import CaptureError, bpf_program
 from hamcast.discovery.events import DiscoveryEvent
 from hamcast.errors import UnknownInterfaceError
+from tests.testbed_fixtures import require_multicast_routing
 
 from .test_discovery_packets import (
     BRIDGE_MLDV2_QUERY,
@@ -510,6 +511,7 @@ def expired(group: str) -> Callable[[dict[str, Any]], bool]:
 
 @needs_netns
 def test_pimd_router_next_to_host_gives_routed(netns: Namespaces, tmp_path: Path) -> None:
+    require_multicast_routing()
     pimd = shutil.which("pimd")
     if pimd is None:
         pytest.skip("pimd is not installed (apt-get install -y pimd)")

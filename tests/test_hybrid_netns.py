@@ -10,6 +10,10 @@ on the overlay; each domain's designated gateway bridges. Every receiver gets
 every message of both senders exactly once, under the sender's name; when the
 designated gateway of the lan1+lan2 domain is killed, another takes over (the
 gap is printed).
+
+On a kernel without multicast routing r1 routes unicast only: lan1, lan2 and
+lan3 are three islands (:data:`HYBRID_DOMAINS_UNROUTED`), the SSM group
+reaches h3 through the overlay, and the gateway killed is lan3's.
 """
 
 from __future__ import annotations
@@ -27,27 +31,29 @@ from hamcast.testbed.daemons import DaemonSet
 from hamcast.testbed.scenarios import (
     HYBRID_CONFIG,
     HYBRID_DARK,
-    HYBRID_DOMAINS,
     HYBRID_HOSTS,
     OVERLAY_PORT,
+    hybrid_domains,
     hybrid_topology,
 )
 from tests.conftest import wait_until
-from tests.testbed_fixtures import testbed
+from tests.testbed_fixtures import ROUTED, testbed
 
 __all__ = ["testbed"]
 
 pytestmark = pytest.mark.integration
 
-ISLAND_A = HYBRID_DOMAINS["lan1+lan2 (PIM router r1)"]
-ISLAND_B = HYBRID_DOMAINS["lan3 (querier, no router)"]
+DOMAINS = hybrid_domains(ROUTED)
 DARK = HYBRID_DARK
 HOSTS = HYBRID_HOSTS
+RECEIVERS = ("h2", "h3", "h4", "h5", "d2")
+#: The domain whose designated gateway is killed: the first with two receivers.
+FAILOVER = next(hs for hs in DOMAINS.values() if len(set(hs) & set(RECEIVERS)) >= 2)
 
 
 @pytest.fixture
 def hybrid(testbed: Callable[[Topology], Network], tmp_path: Path) -> Iterator[DaemonSet]:
-    net = testbed(hybrid_topology(prefix="hct"))
+    net = testbed(hybrid_topology(prefix="hct", routed=ROUTED))
     net.wait_ready()
     with DaemonSet(net, tmp_path, HYBRID_CONFIG) as daemons:
         h1 = f"{net.address('h1', 4)}:{OVERLAY_PORT}"
@@ -78,7 +84,8 @@ def drain(sock: hamcast.MulticastSocket, quiet: float) -> list[hamcast.Message]:
 def check_ssm(net: Network, sockets: dict[str, hamcast.MulticastSocket]) -> None:
     """An SSM group of h1: native inside h1's domain, the overlay everywhere else."""
     group = f"ham:ip:232.61.0.9@{net.address('h1', 4)}:6100"
-    receivers = {"h3": "ip", "h5": "overlay", "d2": "overlay"}
+    # h3 shares h1's domain only through the PIM router.
+    receivers = {"h3": "ip" if ROUTED else "overlay", "h5": "overlay", "d2": "overlay"}
     watcher = sockets["h3"]
     watcher.enable_events()
     for host in receivers:
@@ -86,21 +93,22 @@ def check_ssm(net: Network, sockets: dict[str, hamcast.MulticastSocket]) -> None
     # Nobody in h3's domain sends it yet: late binding puts it on the overlay ...
     assert technology_of(watcher, group) == "overlay"
     sockets["h1"].src_register(group)
-    # ... and moves it to native multicast once h1's domain announcement names it.
-    deadline = time.monotonic() + 30
-    moved = None
-    while moved is None and time.monotonic() < deadline:
-        event = watcher.next_event(timeout=deadline - time.monotonic())
-        if isinstance(event, hamcast.BindingChanged) and str(event.group) == group:
-            moved = event
-    assert moved is not None, "h3 was told that the group moved"
-    assert moved.reason.startswith("ip: "), moved.reason
+    if ROUTED:
+        # ... and moves it to native multicast once h1's domain announcement names it.
+        deadline = time.monotonic() + 30
+        moved = None
+        while moved is None and time.monotonic() < deadline:
+            event = watcher.next_event(timeout=deadline - time.monotonic())
+            if isinstance(event, hamcast.BindingChanged) and str(event.group) == group:
+                moved = event
+        assert moved is not None, "h3 was told that the group moved"
+        assert moved.reason.startswith("ip: "), moved.reason
+        print(f"hybrid: h3 moved the SSM group to native multicast: {moved.reason}")
     watcher.disable_events()
-    print(f"hybrid: h3 moved the SSM group to native multicast: {moved.reason}")
     wait_until(
         lambda: all(technology_of(sockets[h], group) == t for h, t in receivers.items()),
         30,
-        "h3 native (h1's domain), h5 and d2 on the overlay",
+        f"h3 {receivers['h3']}, h5 and d2 on the overlay",
     )
     probe = iter(range(10_000))
 
@@ -122,7 +130,8 @@ def check_ssm(net: Network, sockets: dict[str, hamcast.MulticastSocket]) -> None
         assert sorted(got) == sorted(expected), f"{host}: SSM exactly once"
     for host in receivers:
         sockets[host].leave(group)
-    print("hybrid: the SSM group reached h3 natively and h5, d2 through the gateway, once each")
+    how = "natively" if ROUTED else "through the gateway"
+    print(f"hybrid: the SSM group reached h3 {how} and h5, d2 through the gateway, once each")
 
 
 def test_every_receiver_gets_every_message_once_and_gateways_fail_over(
@@ -140,26 +149,26 @@ def test_every_receiver_gets_every_message_once_and_gateways_fail_over(
             if h not in DARK
         }
 
-        # A group whose designated gateway in the lan1+lan2 domain is not the sender h1,
+        # A group whose designated gateway in h1's domain is not the sender h1,
         # so that killing the gateway leaves the sender alive.
         def designated(host: str, name: str) -> bool:
             return sockets[host].designated_host(ip_index[host], name)
 
         wait_until(
             lambda: all(
-                s.interface_status(ip_index[h])["domain"]["daemons"] == 3
-                for h, s in sockets.items()
-                if h in ISLAND_A
+                sockets[h].interface_status(ip_index[h])["domain"]["daemons"] == len(hosts)
+                for hosts in DOMAINS.values()
+                for h in hosts
             ),
             30,
-            "the lan1+lan2 domain to hear its three daemons",
+            "every domain to hear all its daemons",
         )
         group = next(
             name
             for name in (f"ham:opaque:hybrid-{i}" for i in range(50))
             if not designated("h1", name)
         )
-        receivers = ("h2", "h3", "h4", "h5", "d2")
+        receivers = RECEIVERS
         for host in receivers:
             sockets[host].join(group)
         wait_until(
@@ -200,10 +209,10 @@ def test_every_receiver_gets_every_message_once_and_gateways_fail_over(
         assert daemons.net is not None
         check_ssm(daemons.net, sockets)
 
-        # Fail-over: kill the designated gateway of the lan1+lan2 domain mid-stream.
-        gateway = next(h for h in ISLAND_A if designated(h, group))
+        # Fail-over: kill the designated gateway of a domain with two receivers mid-stream.
+        gateway = next(h for h in FAILOVER if designated(h, group))
         survivors = [h for h in receivers if h != gateway]
-        island_survivor = next(h for h in ("h2", "h3") if h != gateway)
+        island_survivor = next(h for h in FAILOVER if h != gateway and h in receivers)
         sockets.pop(gateway).close()
         arrivals: list[float] = []
         start = time.monotonic()
@@ -225,7 +234,7 @@ def test_every_receiver_gets_every_message_once_and_gateways_fail_over(
         gap = resumed[0] - before
         print(f"hybrid: gateway {gateway} killed; the island heard the overlay after {gap:.1f} s")
         assert gap < 15
-        new_gateway = next(h for h in ISLAND_A if h != gateway and designated(h, group))
+        new_gateway = next(h for h in FAILOVER if h != gateway and designated(h, group))
         print(f"hybrid: {new_gateway} is the designated gateway now")
         for host in survivors:
             got = [m.payload for m in drain(sockets[host], 1.0)]

@@ -26,6 +26,7 @@ from tests.testbed_fixtures import (
     multicast_receiver,
     multicast_sender,
     receive,
+    require_multicast_routing,
     standard_net,
 )
 
@@ -260,6 +261,7 @@ def test_src_register_refuses_an_ssm_source_that_is_not_this_host(daemons: Daemo
 
 
 def test_routed_ssm_across_pimd(daemons: Daemons) -> None:
+    require_multicast_routing()
     net = daemons.net
     group = f"ham:ip:232.5.5.5@{net.address('h1', 4)}:5007"
     with daemons.socket("h3") as rx, daemons.socket("h1") as tx:
@@ -271,6 +273,7 @@ def test_routed_ssm_across_pimd(daemons: Daemons) -> None:
 
 
 def test_routed_asm_across_pimd_and_ttl_1_stays_on_the_link(daemons: Daemons) -> None:
+    require_multicast_routing()
     net = daemons.net
     net.wait_ready()
     group = "ham:ip:239.6.6.6:5008"
@@ -294,6 +297,7 @@ def test_routed_asm_across_pimd_and_ttl_1_stays_on_the_link(daemons: Daemons) ->
 
 
 def test_routed_ipv6_across_smcroute(daemons: Daemons) -> None:
+    require_multicast_routing()
     group = "ham:ip:[ff0e::6:7]:6008"
     with daemons.socket("h3") as rx, daemons.socket("h1") as tx:
         tx.set_ttl(8)
@@ -312,6 +316,7 @@ def verdict(sock: hamcast.MulticastSocket, family: int) -> str:
 
 
 def test_discovery_verdicts(daemons: Daemons) -> None:
+    require_multicast_routing()
     with daemons.socket("h1") as routed, daemons.socket("h4") as plain:
         wait_until(lambda: verdict(routed, 4) == "routed", 30, "lan1 to be seen as routed")
         router = daemons.net.address("r1", 4, "lan1")

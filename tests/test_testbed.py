@@ -33,24 +33,29 @@ import pytest
 from hamcast.cli.main import main
 from hamcast.testbed import (
     Network,
+    NoMulticastRoutingError,
     RouterError,
     Topology,
     TopologyError,
     load_topology,
+    multicast_routing_missing,
     route,
     topology_from_dict,
 )
 from hamcast.testbed import network as network_module
+from hamcast.testbed import routers as routers_module
 from hamcast.testbed.iproute import Command, Sysctl, build_steps, describe_step
 from hamcast.testbed.netns import NETNS_DIR, list_namespaces, process_start_time
 from hamcast.testbed.plan import link_local
 from hamcast.testbed.routers import SmcRoute, daemons_for
 from hamcast.testbed.runs import STATE_DIR, run_base_pattern
 from tests.testbed_fixtures import (
+    ROUTED,
     multicast_receiver,
     multicast_sender,
     nothing_arrives,
     receive,
+    require_multicast_routing,
     require_root,
     send_until_received,
     standard_net,
@@ -67,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 
 def test_standard_plan_numbers_addresses_and_routes() -> None:
-    plan = standard_topology().plan("abc123")
+    plan = standard_topology(routed=True).plan("abc123")
     assert plan.base == "hct-abc123"
     assert plan.namespaces()[:4] == tuple(
         f"hct-abc123-{lan}" for lan in ("lan1", "lan2", "plain", "dark")
@@ -147,6 +152,10 @@ def test_routers_route_unicast_across_several_hops() -> None:
             "kind='smcroute'",
         ),
         (lambda t: t.router("r9", ["lan1"], routes=[route("ff0e::1", "lan2")]), "not on"),
+        (
+            lambda t: t.router("r9", ["lan1"], kind="unicast", routes=[route("ff0e::1", "lan1")]),
+            "routes no multicast",
+        ),
         (lambda t: route("10.1.1.1", "lan1"), "not a multicast"),
         (lambda t: route("ff0e::1", "lan1", source="10.1.0.1"), "differ in family"),
     ],
@@ -172,6 +181,28 @@ def test_whole_topology_checks_happen_at_plan_time() -> None:
         small.plan("000001")
     with pytest.raises(TopologyError, match="prefix"):
         Topology(prefix="hct-")
+
+
+def test_unicast_routers_run_no_daemon_and_need_no_multicast_routing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    topo = Topology()
+    a = topo.lan("a", v4="10.31.0.0/24")
+    b = topo.lan("b", v4="10.32.0.0/24")
+    topo.router("u", [a, b], kind="unicast")
+    topo.router("p", [a, b], kind="pimd")
+    plan = topo.plan("000002")
+    assert daemons_for(plan.node("u"), tmp_path) == []
+    assert {(r.family, str(r.destination)) for r in plan.node("u").routes} == set()
+    # A kernel without multicast routing, as /proc tells it (no ip_mr_vif).
+    absent = tmp_path / "absent"
+    monkeypatch.setitem(routers_module._MROUTE_PROC, 4, (absent, "CONFIG_IP_MROUTE"))
+    assert multicast_routing_missing((6,)) == routers_module.multicast_routing_missing((6,))
+    missing = multicast_routing_missing((4,))
+    assert missing is not None and "CONFIG_IP_MROUTE is not set" in missing
+    routers_module.check_kernel([plan.node("u")])  # nothing to route: fine
+    with pytest.raises(NoMulticastRoutingError, match=r"router p runs pimd.*kind='unicast'"):
+        routers_module.check_kernel([plan.node("p")])
 
 
 def test_toml_file_gives_the_same_plan_as_python(tmp_path: Path) -> None:
@@ -228,7 +259,7 @@ def test_toml_file_gives_the_same_plan_as_python(tmp_path: Path) -> None:
             """
         )
     )
-    assert load_topology(path).plan("abcdef") == standard_topology().plan("abcdef")
+    assert load_topology(path).plan("abcdef") == standard_topology(routed=True).plan("abcdef")
 
 
 @pytest.mark.parametrize(
@@ -266,7 +297,7 @@ def test_unreadable_toml_is_a_topology_error(tmp_path: Path) -> None:
 
 
 def test_router_configurations(tmp_path: Path) -> None:
-    plan = standard_topology().plan("abc123")
+    plan = standard_topology(routed=True).plan("abc123")
     pimd, smcroute = daemons_for(plan.node("r1"), tmp_path)
     assert pimd.config().splitlines()[1:] == [
         "phyint 10.1.0.254 enable",
@@ -301,7 +332,7 @@ def test_router_configurations(tmp_path: Path) -> None:
 
 def test_every_step_stays_inside_the_runs_namespaces() -> None:
     """The safety rule as code: no command touches the namespace the program runs in."""
-    plan = standard_topology().plan("abc123")
+    plan = standard_topology(routed=True).plan("abc123")
     ours = set(plan.namespaces())
     steps = build_steps(plan)
     for step in steps:
@@ -424,6 +455,7 @@ def test_run_executes_in_the_hosts_namespace(standard_net: Network) -> None:
 
 
 def test_routed_ssm_crosses_pimd_at_once(standard_net: Network) -> None:
+    require_multicast_routing()
     net = standard_net
     source = net.address("h1", 4)
     with (
@@ -446,6 +478,7 @@ def test_routed_ssm_crosses_pimd_at_once(standard_net: Network) -> None:
 
 @pytest.mark.parametrize(("group", "ssm"), [("ff0e::7:5", False), ("ff3e::7:6", True)])
 def test_routed_ipv6_crosses_smcroute(standard_net: Network, group: str, ssm: bool) -> None:
+    require_multicast_routing()
     net = standard_net
     source = net.address("h3", 6)
     with (
@@ -467,7 +500,7 @@ def test_status_shows_the_live_run(
     mine = runs[standard_net.base]
     assert mine["live"] is True and mine["owner_pid"] == os.getpid()
     assert set(mine["namespaces"]) == set(standard_net.namespaces())
-    assert {p["role"] for p in mine["processes"]} >= {"pimd", "smcroute"}
+    assert {p["role"] for p in mine["processes"]} >= ({"pimd", "smcroute"} if ROUTED else set())
 
 
 def test_a_querier_bridge_sends_igmpv3_and_mldv2_queries(testbed: Any) -> None:
@@ -501,14 +534,19 @@ def test_a_querier_bridge_sends_igmpv3_and_mldv2_queries(testbed: Any) -> None:
 
 
 def _two_routers(prefix: str = "hct") -> Topology:
+    """Two routers in a row; with multicast routing, pimd and smcroute (else unicast only)."""
     topo = Topology(prefix=prefix)
     a = topo.lan("a", v4="10.21.0.0/24", v6="fd00:21::/64")
     b = topo.lan("b", v4="10.22.0.0/24", v6="fd00:22::/64", querier=True)
     c = topo.lan("c", v6="fd00:23::/64")
     topo.host("x", a)
     topo.host("y", c)
-    topo.router("p", [a, b], kind="pimd")
-    topo.router("s", [b, c], kind="smcroute", routes=[route("ff0e::/16", b, [c])])
+    if ROUTED:
+        topo.router("p", [a, b], kind="pimd")
+        topo.router("s", [b, c], kind="smcroute", routes=[route("ff0e::/16", b, [c])])
+    else:
+        topo.router("p", [a, b], kind="unicast")
+        topo.router("s", [b, c], kind="unicast")
     return topo
 
 
@@ -550,7 +588,7 @@ def test_teardown_leaves_no_namespace_link_process_or_file() -> None:
         sleeper = net.popen("x", ["sleep", "600"])
         pids = [sleeper.pid] + [pid for pids in net.daemon_pids().values() for pid in pids]
         starts = [process_start_time(pid) for pid in pids]
-        assert len(pids) == 3 and None not in starts
+        assert len(pids) == (3 if ROUTED else 1) and None not in starts
         assert all((NETNS_DIR / n).exists() for n in net.namespaces())
         assert (STATE_DIR / f"{net.base}.json").exists() and net.workdir.is_dir()
         # Unicast across both routers (x -> p -> s -> y): the computed routes work.
@@ -568,6 +606,7 @@ def test_teardown_leaves_no_namespace_link_process_or_file() -> None:
 
 @pytest.mark.usefixtures("root")
 def test_an_exception_tears_down_and_keeps_the_logs() -> None:
+    require_multicast_routing()  # the logs kept are the router daemons'
     with pytest.raises(RuntimeError, match="boom"), _two_routers().up() as net:
         pids = [pid for pids in net.daemon_pids().values() for pid in pids]
         starts = [process_start_time(pid) for pid in pids]
@@ -581,6 +620,7 @@ def test_an_exception_tears_down_and_keeps_the_logs() -> None:
 
 @pytest.mark.usefixtures("root")
 def test_a_failed_build_removes_what_it_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_multicast_routing()  # the failure is a router daemon's
     chosen: list[str] = []
     choose = network_module._new_run_id
 
@@ -629,7 +669,7 @@ v6 = "fd00:52::/64"
 lans = "a"
 [routers.p]
 lans = ["a", "b"]
-"""
+""" + ("" if ROUTED else 'kind = "unicast"\n')
 
 
 @pytest.fixture
@@ -652,8 +692,9 @@ def test_cli_up_prints_the_testbed_and_sigterm_tears_it_down(topology_file: Path
         description = _read_json_document(process.stdout.fileno(), 30.0)
         base = description["run"]
         assert description["nodes"]["x"]["interfaces"][0]["v4"] == "10.51.0.1/24"
-        (daemon,) = description["nodes"]["p"]["daemons"]
-        start = process_start_time(daemon["pid"])
+        daemons = description["nodes"]["p"]["daemons"]
+        assert len(daemons) == (1 if ROUTED else 0)
+        starts = [process_start_time(d["pid"]) for d in daemons]
         assert all((NETNS_DIR / f"{base}-{n}").exists() for n in ("a", "b", "x", "p"))
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=20)
@@ -663,14 +704,14 @@ def test_cli_up_prints_the_testbed_and_sigterm_tears_it_down(topology_file: Path
             process.communicate()
     assert process.returncode == 0, err
     assert b"torn down" in err
-    _assert_gone(base, [daemon["pid"]], [start])
+    _assert_gone(base, [d["pid"] for d in daemons], starts)
 
 
 LEAKER = """
 import json, os, signal
 from hamcast.testbed import load_topology
 net = load_topology(os.environ["TOPOLOGY"]).start()
-print(json.dumps({"base": net.base, "pids": net.daemon_pids()["p"]}), flush=True)
+print(json.dumps({"base": net.base, "pids": net.daemon_pids().get("p", [])}), flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # a crash: no teardown at all
 """
 
@@ -713,6 +754,7 @@ def test_down_all_removes_a_crashed_run_and_spares_live_ones(
 
 
 def test_routed_asm_crosses_pimd_after_warm_up(standard_net: Network) -> None:
+    require_multicast_routing()
     net = standard_net
     waited = net.wait_ready(timeout=60.0)
     logger.info("pimd ready for ASM after waiting %.1f s more", waited)

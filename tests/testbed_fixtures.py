@@ -15,6 +15,11 @@ Import what a test module uses; importing a fixture makes pytest find it::
 Every fixture that builds namespaces calls :func:`require_root` first: without
 root the test is skipped with a message that says so; as root, a missing
 program (pimd, smcroute) is an error, not a skip — ``make test`` installs them.
+A kernel without multicast routing (built without ``CONFIG_IP_MROUTE``) is
+different: nothing can install it. Tests that need a multicast router call
+:func:`require_multicast_routing`, which skips them loudly there, and the
+standard topology's r1 is then a unicast router (lan1 and lan2 are separate
+multicast links), so every other test still runs.
 
 The standard topology (:func:`standard_topology`)::
 
@@ -24,10 +29,11 @@ The standard topology (:func:`standard_topology`)::
       plain 10.3.0.0/24 fd00:3::/64, no router:        h4 .1, h5 .2
       dark  10.9.0.0/24 fd00:9::/64, no multicast:     d1 .1, d2 .2
 
-r1 runs pimd with itself (10.1.0.254) as the rendezvous point: SSM
-(232.0.0.0/8) is routed at once, ASM once ``net.wait_ready()`` returns (~20 s
-after the start; join after it). IPv6 is routed by smcroute beside pimd:
-ff0e::/16 (global ASM) and ff3e::/16 (global SSM) in both directions.
+Where the kernel routes multicast, r1 runs pimd with itself (10.1.0.254) as
+the rendezvous point: SSM (232.0.0.0/8) is routed at once, ASM once
+``net.wait_ready()`` returns (~20 s after the start; join after it). IPv6 is
+routed by smcroute beside pimd: ff0e::/16 (global ASM) and ff3e::/16 (global
+SSM) in both directions.
 The bridges of lan1 and lan2 see pimd's IGMPv3 queries and PIM hellos; plain
 has no querier and no router; dark floods no multicast and its hosts have
 multicast switched off. IPv6 addresses carry the same number as IPv4 ones.
@@ -52,15 +58,23 @@ from typing import Any
 
 import pytest
 
-from hamcast.testbed import DEFAULT_PREFIX, Network, Topology, route
+from hamcast.testbed import (
+    DEFAULT_PREFIX,
+    Network,
+    Topology,
+    multicast_routing_missing,
+    route,
+)
 
 __all__ = [
     "MCAST_JOIN_GROUP",
+    "ROUTED",
     "MCAST_JOIN_SOURCE_GROUP",
     "multicast_receiver",
     "multicast_sender",
     "nothing_arrives",
     "receive",
+    "require_multicast_routing",
     "require_root",
     "send_until_received",
     "standard_net",
@@ -84,8 +98,29 @@ def require_root() -> None:
         )
 
 
-def standard_topology(prefix: str = DEFAULT_PREFIX) -> Topology:
-    """The standard topology drawn in this module's docstring."""
+#: Whether this kernel routes multicast (IPv4 and IPv6): multicast routers can run.
+ROUTED = multicast_routing_missing() is None
+
+
+def require_multicast_routing() -> None:
+    """Skip the calling test, loudly, unless root on a kernel that routes multicast."""
+    require_root()
+    missing = multicast_routing_missing()
+    if missing is not None:
+        pytest.skip(
+            f"*** NO MULTICAST ROUTING: {missing}; this test needs a multicast router"
+            " (pimd, smcroute) and is SKIPPED ***"
+        )
+
+
+def standard_topology(prefix: str = DEFAULT_PREFIX, *, routed: bool | None = None) -> Topology:
+    """The standard topology drawn in this module's docstring.
+
+    ``routed`` (default: whether the kernel routes multicast) gives r1 pimd
+    and smcroute; without it r1 forwards unicast only.
+    """
+    if routed is None:
+        routed = multicast_routing_missing() is None
     topo = Topology(prefix=prefix)
     lan1 = topo.lan("lan1", v4="10.1.0.0/24", v6="fd00:1::/64")
     lan2 = topo.lan("lan2", v4="10.2.0.0/24", v6="fd00:2::/64")
@@ -98,6 +133,9 @@ def standard_topology(prefix: str = DEFAULT_PREFIX) -> Topology:
     topo.host("h5", plain)
     topo.host("d1", dark)
     topo.host("d2", dark)
+    if not routed:
+        topo.router("r1", [lan1, lan2], kind="unicast")
+        return topo
     routes = [
         route(group, src, [dst])
         for group in ("ff0e::/16", "ff3e::/16")

@@ -1014,6 +1014,10 @@ class Middleware:
             iface = self._ifaces.get(index)
             if iface is not None:
                 iface.technology.interest_changed(iface.key)
+            # Our own applications are part of the domain: a daemon alone in its
+            # domain hears no announcement that would make the gateway look again.
+            if self.gateway is not None and self._started:
+                self.gateway.refresh()
 
     def domains(self) -> dict[int, DomainView]:
         """The native multicast domain behind each interface that has one, by index."""

@@ -18,7 +18,9 @@ docs/testbed.md describes it all; the short version::
         print(net.run("h2", ["ip", "-br", "addr"]).stdout)
 
 Needs root, iproute2, and for routers pimd and/or smcroute
-(``scripts/install-system-packages``). Nothing is created outside the
+(``scripts/install-system-packages``) and a kernel with multicast routing
+(:func:`multicast_routing_missing` says what it lacks; ``kind="unicast"``
+routers need none). Nothing is created outside the
 namespaces it makes, and only the address ranges in :data:`ALLOWED_V4` and
 :data:`ALLOWED_V6` may be used.
 """
@@ -28,12 +30,14 @@ from __future__ import annotations
 from hamcast.testbed.errors import (
     BuildError,
     MissingToolError,
+    NoMulticastRoutingError,
     NotRootError,
     RouterError,
     TestbedError,
     TopologyError,
 )
 from hamcast.testbed.network import Network, Terminated
+from hamcast.testbed.routers import multicast_routing_missing
 from hamcast.testbed.runs import DownReport, RunStatus, down, down_all, status
 from hamcast.testbed.tomlfile import load_topology, topology_from_dict
 from hamcast.testbed.topology import (
@@ -58,6 +62,7 @@ __all__ = [
     "Lan",
     "MissingToolError",
     "Network",
+    "NoMulticastRoutingError",
     "NotRootError",
     "Router",
     "RouterError",
@@ -70,6 +75,7 @@ __all__ = [
     "down",
     "down_all",
     "load_topology",
+    "multicast_routing_missing",
     "route",
     "status",
     "topology_from_dict",

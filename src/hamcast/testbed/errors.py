@@ -5,7 +5,9 @@
   It is a :class:`~hamcast.errors.UsageError`: fix the description.
 * :class:`NotRootError`, :class:`MissingToolError` — the machine cannot run a
   test-bed as things are (not root, ``pimd`` not installed); the message says
-  what to do.
+  what to do. :class:`NoMulticastRoutingError` — the kernel cannot route
+  multicast at all (built without ``CONFIG_IP_MROUTE``), so no multicast
+  router can run on it.
 * :class:`BuildError` — a system command failed while building or tearing down,
   with the command and its output; :class:`RouterError` — a router daemon did
   not start or did not become ready in time, with the tail of its log.
@@ -20,6 +22,7 @@ from hamcast.errors import HamcastError, ResourceError, UsageError
 __all__ = [
     "BuildError",
     "MissingToolError",
+    "NoMulticastRoutingError",
     "NotRootError",
     "RouterError",
     "TestbedError",
@@ -44,6 +47,16 @@ class NotRootError(TestbedError, ResourceError):
 
 class MissingToolError(TestbedError, ResourceError):
     """A program the test-bed runs (ip, bridge, pimd, smcrouted) is not installed."""
+
+
+class NoMulticastRoutingError(TestbedError, ResourceError):
+    """The topology has a multicast router, and this kernel has no multicast routing.
+
+    pimd and smcroute both program the kernel's multicast forwarding
+    (``MRT_INIT``); a kernel built without ``CONFIG_IP_MROUTE`` /
+    ``CONFIG_IPV6_MROUTE`` refuses them. Nothing can be installed to fix it:
+    use routers of ``kind="unicast"`` on such a machine.
+    """
 
 
 class BuildError(TestbedError, ResourceError):

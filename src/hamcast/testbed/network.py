@@ -43,7 +43,7 @@ from hamcast.testbed.netns import (
     write_sysctl,
 )
 from hamcast.testbed.plan import NodePlan, Plan
-from hamcast.testbed.routers import RouterDaemon, daemons_for
+from hamcast.testbed.routers import RouterDaemon, check_kernel, daemons_for
 from hamcast.testbed.runs import STATE_DIR, DownReport, ProcessRecord, RunRecord, remove_run
 
 if TYPE_CHECKING:
@@ -200,8 +200,9 @@ class Network:
     def build(cls, topology: Topology, *, keep_workdir: bool = False) -> Network:
         """Build ``topology``; on any failure, remove what was built and raise.
 
-        Raises :class:`~hamcast.testbed.errors.NotRootError` or
-        :class:`~hamcast.testbed.errors.MissingToolError` before creating
+        Raises :class:`~hamcast.testbed.errors.NotRootError`,
+        :class:`~hamcast.testbed.errors.MissingToolError` or
+        :class:`~hamcast.testbed.errors.NoMulticastRoutingError` before creating
         anything, :class:`~hamcast.testbed.errors.BuildError` or
         :class:`~hamcast.testbed.errors.RouterError` if a step fails.
         ``keep_workdir`` keeps the folder of router configurations and logs.
@@ -209,7 +210,9 @@ class Network:
         require_root()
         # Check everything that needs no system change first: a bad topology
         # or a missing program fails before anything exists.
-        _check_programs(topology.plan("000000"))
+        draft = topology.plan("000000")
+        _check_programs(draft)
+        check_kernel(draft.nodes.values())
         # The record first, so that from the first namespace on, a crash of
         # this process leaves something `hamcast testbed down --all` can read;
         # claiming it also makes the run id ours alone.

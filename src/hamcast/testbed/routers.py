@@ -23,12 +23,13 @@ from __future__ import annotations
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import ClassVar
 
-from hamcast.testbed.errors import MissingToolError
+from hamcast.testbed.errors import MissingToolError, NoMulticastRoutingError
 from hamcast.testbed.netns import find_program
 from hamcast.testbed.plan import NodePlan
 from hamcast.testbed.topology import StaticRoute
@@ -39,7 +40,9 @@ __all__ = [
     "Pimd",
     "RouterDaemon",
     "SmcRoute",
+    "check_kernel",
     "daemons_for",
+    "multicast_routing_missing",
     "smcroute_dirs",
 ]
 
@@ -49,6 +52,27 @@ _SMCROUTE_HINT = (
     "run scripts/install-system-packages as root: it unpacks smcroute into .cache/debs/smcroute"
     " (set HAMCAST_SMCROUTE_DIR to use another unpacked copy)"
 )
+
+
+# The kernel lists its multicast routing interfaces here, in every network
+# namespace, exactly when it was built with multicast routing: a look, with no
+# side effect (an MRT_INIT probe would switch routing on where it succeeds).
+_MROUTE_PROC: dict[int, tuple[Path, str]] = {
+    4: (Path("/proc/net/ip_mr_vif"), "CONFIG_IP_MROUTE"),
+    6: (Path("/proc/net/ip6_mr_vif"), "CONFIG_IPV6_MROUTE"),
+}
+
+
+def multicast_routing_missing(families: Iterable[int] = (4, 6)) -> str | None:
+    """What this kernel lacks to route multicast of ``families``; ``None`` if nothing."""
+    missing = [
+        f"IPv{family} ({_MROUTE_PROC[family][1]} is not set)"
+        for family in sorted(set(families))
+        if not _MROUTE_PROC[family][0].exists()
+    ]
+    if not missing:
+        return None
+    return "this kernel has no multicast routing for " + " or ".join(missing)
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,8 @@ class RouterDaemon(ABC):
 
     #: The daemon's name in file names, logs and ``hamcast testbed status``.
     name: ClassVar[str]
+    #: The address families whose multicast routing it asks of the kernel.
+    families: frozenset[int] = frozenset({4, 6})
 
     def __init__(self, node: NodePlan, files: DaemonFiles) -> None:
         self.node = node
@@ -123,6 +149,7 @@ class Pimd(RouterDaemon):
     """pimd: PIM-SM for IPv4 with a static rendezvous point."""
 
     name = "pimd"
+    families = frozenset({4})
 
     def __init__(self, node: NodePlan, files: DaemonFiles, rp: IPv4Address) -> None:
         super().__init__(node, files)
@@ -196,6 +223,8 @@ class SmcRoute(RouterDaemon):
         self.routes = routes
         self.table = table
         self.ports = [p for p in node.ports if p.multicast]
+        if table is not None:  # beside pimd: IPv6 only
+            self.families = frozenset({6})
 
     def _program(self, name: str) -> str:
         program = find_program(name, smcroute_dirs())
@@ -260,7 +289,7 @@ class SmcRoute(RouterDaemon):
 def daemons_for(node: NodePlan, folder: Path) -> list[RouterDaemon]:
     """The daemons router ``node`` runs, with their files in ``folder``."""
     router = node.router
-    if router is None:
+    if router is None or router.kind == "unicast":
         return []
     if router.kind == "smcroute":
         return [SmcRoute(node, DaemonFiles.in_folder(folder, node.name, "smcroute"), router.routes)]
@@ -272,3 +301,16 @@ def daemons_for(node: NodePlan, folder: Path) -> list[RouterDaemon]:
         files = DaemonFiles.in_folder(folder, node.name, "smcroute")
         daemons.append(SmcRoute(node, files, router.routes, table=SMCROUTE_V6_TABLE))
     return daemons
+
+
+def check_kernel(nodes: Iterable[NodePlan]) -> None:
+    """Raise :class:`NoMulticastRoutingError` if a router daemon of ``nodes`` cannot run here."""
+    for node in nodes:
+        for daemon in daemons_for(node, Path(os.devnull)):
+            missing = multicast_routing_missing(daemon.families)
+            if missing is not None:
+                raise NoMulticastRoutingError(
+                    f"router {node.name} runs {daemon.name}, and {missing}: no multicast"
+                    " router can run on this machine. Use kind='unicast' routers here"
+                    " (unicast forwarding only), or a kernel with multicast routing"
+                )

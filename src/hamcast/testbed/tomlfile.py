@@ -14,7 +14,7 @@
     lans = ["lan1"]                     # or lans = "lan1"
 
     [routers.r1]
-    kind = "pimd"                       # or "smcroute"
+    kind = "pimd"                       # or "smcroute", or "unicast" (no multicast)
     lans = ["lan1", "lan2"]
     rp = "10.1.0.254"                   # optional, pimd only
 

@@ -64,7 +64,7 @@ DEFAULT_PREFIX = "hct"
 ALLOWED_V4: tuple[IPv4Network, ...] = (IPv4Network("10.0.0.0/8"), IPv4Network("198.18.0.0/15"))
 ALLOWED_V6: tuple[IPv6Network, ...] = (IPv6Network("fd00::/8"),)
 
-RouterKind = Literal["pimd", "smcroute"]
+RouterKind = Literal["pimd", "smcroute", "unicast"]
 ROUTER_KINDS: tuple[str, ...] = get_args(RouterKind)
 
 # Node and LAN names become parts of namespace names and bridge port names
@@ -179,8 +179,10 @@ class Router:
     point for 224.0.0.0/4 (default: the first address of the first pimd
     router, so all pimd routers agree) and SSM in 232.0.0.0/8; IPv6 ``routes``
     are served by an smcroute beside it. ``kind="smcroute"`` runs smcroute
-    with the static ``routes`` of both families. Either way the router
-    forwards unicast between all LANs (static routes, computed).
+    with the static ``routes`` of both families. ``kind="unicast"`` runs no
+    multicast routing at all: multicast stays on each LAN (the only router a
+    kernel without multicast routing can have). Every kind forwards unicast
+    between all its LANs (static routes, computed).
     ``igmp_query_interval`` (seconds, pimd only) overrides pimd's default of 12.
     """
 
@@ -339,6 +341,11 @@ class Topology:
     ) -> None:
         if not isinstance(static, StaticRoute):
             raise TopologyError(f"router {router}: routes must be StaticRoute (see route())")
+        if kind == "unicast":
+            raise TopologyError(
+                f"router {router}: a unicast router routes no multicast ({static.group});"
+                " use kind='smcroute' for static multicast routes"
+            )
         if kind == "pimd" and static.family == 4:
             raise TopologyError(
                 f"router {router}: pimd routes IPv4 itself; static IPv4 route {static.group}"
