@@ -51,6 +51,7 @@ __all__ = [
     "UnsupportedVersion",
     "WireCodec",
     "encode_handle",
+    "read_compact",
 ]
 
 #: First byte of every datagram: high nibble 0xB marks hamcast KBR, low nibble the version (2).
@@ -449,31 +450,15 @@ class WireCodec:
 
     def decode_compact(self, data: bytes) -> CompactDatagram:
         """A DATA or ROUTE_DATA datagram whose version byte was checked already."""
-        size = len(data)
-        if size < DATA_HEADER_SIZE:
-            raise ProtocolError("datagram shorter than the smallest header")
-        flags = data[2]
-        if flags & ~FLAG_MEMBER:
-            raise ProtocolError(f"unknown header flags {flags:#04x}")
-        sender_id = int.from_bytes(data[3:19], "big")
+        hops, origin, start = read_compact(data, self._max_hops, self._max_payload)
+        sender_id = int.from_bytes(data[3:DATA_HEADER_SIZE], "big")
         message: DirectData | RouteData
-        if data[1] == MessageType.DATA:
-            start = DATA_HEADER_SIZE
+        if origin is None:
             message = DirectData(data[start:])
-        elif data[1] == MessageType.ROUTE_DATA:
-            if size < ROUTE_DATA_HEAD_SIZE:
-                raise ProtocolError("truncated ROUTE_DATA")
-            hops = data[19]
-            if hops == 0 or hops > self._max_hops:
-                raise ProtocolError(f"ROUTE_DATA with {hops} hops (1..{self._max_hops})")
-            origin, start = read_handle(data, ROUTE_DATA_HEAD_SIZE)
-            key = int.from_bytes(data[20:ROUTE_DATA_HEAD_SIZE], "big")
-            message = RouteData(key, hops, origin, data[start:])
         else:
-            raise ProtocolError(f"type {data[1]:#04x} is not a compact data type")
-        if size - start > self._max_payload:
-            raise ProtocolError(f"payload of {size - start} bytes, limit {self._max_payload}")
-        return CompactDatagram(sender_id, bool(flags & FLAG_MEMBER), message)
+            key = int.from_bytes(data[DATA_HEADER_SIZE + 1 : ROUTE_DATA_HEAD_SIZE], "big")
+            message = RouteData(key, hops, origin, data[start:])
+        return CompactDatagram(sender_id, bool(data[2] & FLAG_MEMBER), message)
 
     @staticmethod
     def _read_timestamp(data: bytes, offset: int) -> tuple[float, int]:
@@ -543,3 +528,41 @@ class WireCodec:
             entries, offset = self._read_handles(data, offset + 1, self._columns - 1)
             rows.append((index, entries))
         return tuple(rows), offset
+
+
+_DATA_TYPE: Final = int(MessageType.DATA)
+_ROUTE_DATA_TYPE: Final = int(MessageType.ROUTE_DATA)
+
+
+def read_compact(
+    data: bytes, max_hops: int, max_payload: int
+) -> tuple[int, NodeHandle | None, int]:
+    """Check a DATA or ROUTE_DATA datagram whose version byte was checked already.
+
+    Returns ``(hops, origin, payload_start)``: hops 0 and origin ``None`` for
+    DATA. Raises :class:`ProtocolError` for any invalid field. The one check
+    of both the codec and the node's in-place data path.
+    """
+    size = len(data)
+    if size < DATA_HEADER_SIZE:
+        raise ProtocolError("datagram shorter than the smallest header")
+    flags = data[2]
+    if flags & ~FLAG_MEMBER:
+        raise ProtocolError(f"unknown header flags {flags:#04x}")
+    kind = data[1]
+    hops = 0
+    origin: NodeHandle | None = None
+    if kind == _DATA_TYPE:
+        start = DATA_HEADER_SIZE
+    elif kind == _ROUTE_DATA_TYPE:
+        if size < ROUTE_DATA_HEAD_SIZE:
+            raise ProtocolError("truncated ROUTE_DATA")
+        hops = data[DATA_HEADER_SIZE]
+        if hops == 0 or hops > max_hops:
+            raise ProtocolError(f"ROUTE_DATA with {hops} hops (1..{max_hops})")
+        origin, start = read_handle(data, ROUTE_DATA_HEAD_SIZE)
+    else:
+        raise ProtocolError(f"type {kind:#04x} is not a compact data type")
+    if size - start > max_payload:
+        raise ProtocolError(f"payload of {size - start} bytes, limit {max_payload}")
+    return hops, origin, start

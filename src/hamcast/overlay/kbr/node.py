@@ -28,7 +28,7 @@ from hamcast.overlay.api import (
     NodeFailed,
     RouteStep,
 )
-from hamcast.overlay.ids import ID_BITS, ID_SPACE, Address, NodeHandle, read_handle
+from hamcast.overlay.ids import ID_BITS, ID_SPACE, Address, NodeHandle
 from hamcast.overlay.kbr import stats as _stats
 from hamcast.overlay.kbr.config import KbrConfig
 from hamcast.overlay.kbr.leaf_set import LeafSet
@@ -55,6 +55,7 @@ from hamcast.overlay.kbr.messages import (
     UnsupportedVersion,
     WireCodec,
     encode_handle,
+    read_compact,
 )
 from hamcast.overlay.kbr.messages import LeafSet as LeafSetMessage
 from hamcast.overlay.kbr.routing_table import RoutingTable
@@ -761,26 +762,9 @@ class KbrNode:
     def _receive_compact(self, data: bytes, kind: int, source: Address, now: float) -> None:
         """A DATA or ROUTE_DATA datagram (version byte checked): handled in place."""
         counts = self._counts
-        flags = data[2]
-        size = len(data)
-        hops = start = 0
-        origin: NodeHandle | None = None
+        config = self._config
         try:
-            if flags & ~FLAG_MEMBER:
-                raise ProtocolError(f"unknown header flags {flags:#04x}")
-            if kind == _DATA:
-                start = DATA_HEADER_SIZE
-            else:
-                if size < ROUTE_DATA_HEAD_SIZE:
-                    raise ProtocolError("truncated ROUTE_DATA")
-                hops = data[DATA_HEADER_SIZE]
-                if hops == 0 or hops > self._config.max_hops:
-                    raise ProtocolError(f"ROUTE_DATA with {hops} hops (1..{self._config.max_hops})")
-                origin, start = read_handle(data, ROUTE_DATA_HEAD_SIZE)
-            if size - start > self._config.max_payload:
-                raise ProtocolError(
-                    f"payload of {size - start} bytes, limit {self._config.max_payload}"
-                )
+            hops, origin, start = read_compact(data, config.max_hops, config.max_payload)
         except ProtocolError as exc:
             counts[_stats.MALFORMED] += 1
             self._remote_fault(f"malformed datagram from {source}: {exc}")
@@ -791,7 +775,7 @@ class KbrNode:
             counts[_stats.DROPPED + kind] += 1
             return
         peer = self._peers.get(sender_id)
-        if peer is not None and flags:
+        if peer is not None and data[2]:  # the MEMBER flag (the only one)
             peer.last_heard = now  # what _refresh does, inline on the data path
             peer.missed = 0
             if not peer.leaf:
